@@ -1,0 +1,25 @@
+// Command slirp4netns provides user-mode networking for unprivileged network
+// namespaces. The same binary runs as the supervisor (what users start), the
+// short-lived helper that opens the TAP inside the target namespaces, and the
+// engine that runs the network stack; the mode is chosen by an environment
+// variable that only the supervisor sets when it re-executes itself.
+package main
+
+import (
+	"os"
+
+	"github.com/slirp4netns-go/slirp4netns/engine"
+	"github.com/slirp4netns-go/slirp4netns/helper"
+	"github.com/slirp4netns-go/slirp4netns/supervisor"
+)
+
+func main() {
+	switch os.Getenv(supervisor.ModeEnv) {
+	case supervisor.ModeHelper:
+		os.Exit(helper.Main())
+	case supervisor.ModeEngine:
+		os.Exit(engine.Main())
+	default:
+		os.Exit(supervisor.Main(os.Args[1:]))
+	}
+}
