@@ -1,9 +1,12 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
+	"strings"
 )
 
 // Offsets from the network address, from the man page.
@@ -24,20 +27,64 @@ var (
 )
 
 // ParseCIDR validates a --cidr value with the C slirp4netns's rules and
-// messages: it must parse, be IPv4, have a prefix length of 1-25 and be a
-// network address (no host bits set).
+// messages: it must look like a.b.c.d/n (1-3 digits per byte, 1-2 digits of
+// prefix), be a valid IPv4 address, have a prefix length of 1-25 and be a
+// network address (no host bits set). The last message names
+// 10.0.2.100/24 whatever the input, exactly as the C version does.
 func ParseCIDR(s string) (netip.Prefix, error) {
-	p, err := netip.ParsePrefix(s)
-	if err != nil || !p.Addr().Is4() {
+	addr, bits, ok := splitCIDR(s)
+	if !ok {
 		return netip.Prefix{}, fmt.Errorf("invalid CIDR: %s", s)
 	}
-	if p.Bits() < MinPrefix || p.Bits() > MaxPrefix {
+	a, err := netip.ParseAddr(addr)
+	if err != nil || !a.Is4() {
+		return netip.Prefix{}, fmt.Errorf("invalid network address: %s", addr)
+	}
+	if bits < MinPrefix || bits > MaxPrefix {
 		return netip.Prefix{}, fmt.Errorf("prefix length needs to be %d-%d", MinPrefix, MaxPrefix)
 	}
+	p := netip.PrefixFrom(a, bits)
 	if p.Masked() != p {
-		return netip.Prefix{}, fmt.Errorf("CIDR needs to be a network address like 10.0.2.0/24, not like %s", s)
+		return netip.Prefix{}, errors.New("CIDR needs to be a network address like 10.0.2.0/24, not like 10.0.2.100/24")
 	}
 	return p, nil
+}
+
+// splitCIDR matches s against ^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$ (the
+// C version's regular expression) and returns the address part and the
+// prefix length.
+func splitCIDR(s string) (addr string, bits int, ok bool) {
+	addr, prefix, found := strings.Cut(s, "/")
+	if !found || !digitsOnly(prefix, 1, 2) {
+		return "", 0, false
+	}
+	octets := strings.Split(addr, ".")
+	if len(octets) != 4 {
+		return "", 0, false
+	}
+	for _, o := range octets {
+		if !digitsOnly(o, 1, 3) {
+			return "", 0, false
+		}
+	}
+	bits, err := strconv.Atoi(prefix)
+	if err != nil {
+		return "", 0, false
+	}
+	return addr, bits, true
+}
+
+// digitsOnly reports whether s is min to max ASCII digits.
+func digitsOnly(s string, min, max int) bool {
+	if len(s) < min || len(s) > max {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // NewPlan derives the address plan from a validated IPv4 network.

@@ -1,7 +1,248 @@
 package supervisor
 
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/slirp4netns-go/slirp4netns/helper"
+	"github.com/slirp4netns-go/slirp4netns/ipc/proto"
+	"github.com/slirp4netns-go/slirp4netns/policy"
+	"github.com/slirp4netns-go/slirp4netns/supervisor/api"
+)
+
+// Timeouts of the supervisor's own steps.
+const (
+	helperTimeout   = 15 * time.Second
+	shutdownTimeout = 2 * time.Second
+)
+
+// offloadEnv disables the TAP's virtio-net header offloads (for benchmarks
+// and for comparing against the plain TAP path).
+const offloadEnv = "SLIRP4NETNS_DISABLE_OFFLOAD"
+
 // Main runs the supervisor with the given arguments (without argv[0]) and
 // returns the process exit status.
 func Main(args []string) int {
-	return 1
+	opts, err := ParseArgs(args)
+	for _, w := range opts.Warnings {
+		fmt.Fprintln(os.Stderr, w)
+	}
+	if err != nil {
+		return reportParseError(err)
+	}
+	switch {
+	case opts.Help:
+		PrintUsage(os.Stdout)
+		return 0
+	case opts.Version:
+		PrintVersion(os.Stdout, versionInfo())
+		return 0
+	}
+	s := &run{cfg: opts.Config, stdout: os.Stdout, stderr: os.Stderr}
+	if err := s.main(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// run is one supervisor lifetime: what it started, so that cleanup can undo it.
+type run struct {
+	cfg    policy.Config
+	plan   policy.Plan
+	stdout io.Writer
+	stderr io.Writer
+
+	engine *engineProc
+	api    *api.Server
+}
+
+func (s *run) main() error {
+	if err := policy.Validate(&s.cfg); err != nil {
+		return err
+	}
+	if err := CheckFDs(s.cfg); err != nil {
+		return err
+	}
+	plan, err := policy.PlanFor(s.cfg.CIDR)
+	if err != nil {
+		return err
+	}
+	s.plan = plan
+	// Catch termination early so a signal during start-up still cleans up.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
+	defer signal.Stop(sigs)
+
+	defer s.cleanup()
+	if err := s.start(); err != nil {
+		return err
+	}
+	return s.wait(sigs)
+}
+
+// start brings everything up in the order the C slirp4netns does, and
+// writes the ready fd last.
+func (s *run) start() error {
+	ctx := context.Background()
+	link, tap, err := s.openLink(ctx)
+	if err != nil {
+		return err
+	}
+	defer link.Close()
+	fmt.Fprintf(s.stdout, "starting slirp, MTU=%d\n", s.cfg.MTU)
+	PrintBanner(s.stdout, s.cfg, s.plan)
+	start := proto.EngineStart{Config: s.cfg, Link: proto.LinkTap, Tap: tap}
+	if s.cfg.TargetType == policy.TargetBESS {
+		start.Link = proto.LinkBESS
+	}
+	s.engine, err = startEngine(ctx, start, link, s.stderr)
+	if err != nil {
+		return err
+	}
+	if s.cfg.APISocket != "" {
+		if err := s.startAPI(); err != nil {
+			return err
+		}
+	}
+	return s.signalReady()
+}
+
+// openLink produces the link fd for the engine: a TAP opened by the helper
+// in the target's namespaces, an inherited TAP fd, or a BESS socket.
+func (s *run) openLink(ctx context.Context) (*os.File, proto.TapInfo, error) {
+	switch {
+	case s.cfg.TargetType == policy.TargetBESS:
+		return nil, proto.TapInfo{}, errors.New("--target-type=bess is not supported yet")
+	case s.cfg.NetnsType == policy.NetnsTapFD:
+		return s.adoptTapFD()
+	}
+	usernsPath, netnsPath := namespacePaths(s.cfg)
+	ctx, cancel := context.WithTimeout(ctx, helperTimeout)
+	defer cancel()
+	req := helper.Request{
+		UsernsPath: usernsPath,
+		NetnsPath:  netnsPath,
+		Stderr:     s.stderr,
+		Config: proto.HelperConfig{
+			TapName:        s.cfg.TapName,
+			Configure:      s.cfg.Configure,
+			MTU:            s.cfg.MTU,
+			CIDR:           s.cfg.CIDR,
+			EnableIPv6:     s.cfg.EnableIPv6,
+			MACAddress:     s.cfg.MACAddress,
+			DisableOffload: os.Getenv(offloadEnv) == "1",
+		},
+	}
+	f, info, err := helper.OpenTap(ctx, req)
+	if err != nil {
+		return nil, proto.TapInfo{}, err
+	}
+	return f, info, nil
+}
+
+// adoptTapFD takes over the already open TAP fd named by the positional
+// argument (--netns-type=tapfd).
+func (s *run) adoptTapFD() (*os.File, proto.TapInfo, error) {
+	fd, err := strconv.Atoi(s.cfg.Target)
+	if err != nil || fd < 0 {
+		return nil, proto.TapInfo{}, fmt.Errorf("tap fd must be a non-negative integer: %q", s.cfg.Target)
+	}
+	info, err := helper.InspectTapFD(fd)
+	if err != nil {
+		return nil, proto.TapInfo{}, fmt.Errorf("inspect tap fd %d: %w", fd, err)
+	}
+	return os.NewFile(uintptr(fd), "tap"), info, nil
+}
+
+// namespacePaths applies the C version's rules: with a PID, the PID's
+// network and user namespaces (unless --userns-path); with a path, that
+// network namespace and only the user namespace named by --userns-path.
+func namespacePaths(cfg policy.Config) (userns, netns string) {
+	if cfg.NetnsType == policy.NetnsPath {
+		return cfg.UsernsPath, cfg.Target
+	}
+	userns = cfg.UsernsPath
+	if userns == "" {
+		userns = "/proc/" + cfg.Target + "/ns/user"
+	}
+	return userns, "/proc/" + cfg.Target + "/ns/net"
+}
+
+func (s *run) startAPI() error {
+	ln, err := api.Listen(s.cfg.APISocket)
+	if err != nil {
+		return err
+	}
+	s.api = api.NewServer(s.engine, api.Options{Plan: s.plan, EnableIPv6: s.cfg.EnableIPv6})
+	go func() {
+		if err := s.api.Serve(ln); err != nil {
+			fmt.Fprintf(s.stderr, "api: %v\n", err)
+		}
+	}()
+	return nil
+}
+
+// signalReady writes "1" to --ready-fd and closes it, as the C version does.
+func (s *run) signalReady() error {
+	if s.cfg.ReadyFD < 0 {
+		return nil
+	}
+	f := os.NewFile(uintptr(s.cfg.ReadyFD), "ready-fd")
+	defer f.Close()
+	if _, err := f.Write([]byte("1")); err != nil {
+		return fmt.Errorf("write to ready-fd %d: %w", s.cfg.ReadyFD, err)
+	}
+	return nil
+}
+
+// wait blocks until a reason to stop: a signal, an event on --exit-fd, or
+// the engine's end (which is an error).
+func (s *run) wait(sigs <-chan os.Signal) error {
+	exitFD := make(chan struct{})
+	if s.cfg.ExitFD >= 0 {
+		go pollExitFD(s.cfg.ExitFD, exitFD)
+	}
+	select {
+	case <-sigs:
+		return nil
+	case <-exitFD:
+		return nil
+	case <-s.engine.Done():
+		return fmt.Errorf("engine exited: %w", s.engine.exitReason())
+	}
+}
+
+// pollExitFD closes done on any poll(2) event on fd, as the man page says.
+func pollExitFD(fd int, done chan<- struct{}) {
+	defer close(done)
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(pfd, -1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n > 0 {
+			return
+		}
+	}
+}
+
+// cleanup stops what start started, in reverse order.
+func (s *run) cleanup() {
+	if s.api != nil {
+		s.api.Close()
+	}
+	if s.engine != nil {
+		s.engine.shutdown(shutdownTimeout)
+	}
 }

@@ -15,13 +15,18 @@ type HelperConfig struct {
 	CIDR       string `json:"cidr"`
 	EnableIPv6 bool   `json:"enable_ipv6"`
 	MACAddress string `json:"mac_address,omitempty"`
+	// DisableOffload opens the TAP without IFF_VNET_HDR (no virtio-net
+	// header, no TSO/checksum offload); for benchmarking and debugging.
+	DisableOffload bool `json:"disable_offload,omitempty"`
 }
 
 // TapInfo describes the TAP the helper sends back.
 type TapInfo struct {
 	Name string `json:"name"`
-	// VnetHdr is true when the TAP fd was opened with IFF_VNET_HDR and
-	// offloads (TUNSETOFFLOAD) were enabled on it.
+	// VnetHdr is true when every frame on the TAP fd carries a 10-byte
+	// struct virtio_net_hdr (IFF_VNET_HDR). A TAP the helper opens has it
+	// only together with offloads; an inherited --netns-type=tapfd fd may
+	// have it with Offloads == 0 (the header is still there).
 	VnetHdr bool `json:"vnet_hdr"`
 	// Offloads is the TUNSETOFFLOAD flag set that was accepted.
 	Offloads uint32 `json:"offloads"`
@@ -53,4 +58,8 @@ type Forward struct {
 	Proto     string `json:"proto"` // "tcp" or "udp"
 	GuestAddr string `json:"guest_addr,omitempty"`
 	GuestPort int    `json:"guest_port,omitempty"`
+	// HostAddr and HostPort say where the supervisor bound the attached
+	// socket (for messages only: the engine serves the fd it is given).
+	HostAddr string `json:"host_addr,omitempty"`
+	HostPort int    `json:"host_port,omitempty"`
 }

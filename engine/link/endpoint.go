@@ -1,0 +1,688 @@
+// Package link is the engine's link endpoint: Ethernet frames on a TAP fd
+// (optionally with the virtio-net header, so that the kernel and gVisor can
+// exchange 64 KiB TCP segments instead of MTU-sized ones) or on a BESS
+// SOCK_SEQPACKET connection (one frame per datagram).
+//
+// Unlike gVisor's fdbased endpoint it reads and writes the virtio-net header
+// on a TAP (fdbased only does so on sockets), and it delivers every frame
+// whatever its destination MAC, because the guest may address the gateway by
+// a stale MAC and the engine's NIC is promiscuous anyway.
+package link
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// DefaultGSOMaxSize is the largest segment handed to the kernel when
+// Options.GSOMaxSize is zero: the 64 KiB a TAP accepts without BIG TCP.
+const DefaultGSOMaxSize = 1 << 16
+
+// maxIovecs is UIO_MAXIOV, the most iovecs a writev accepts.
+const maxIovecs = 1024
+
+// Options configures an Endpoint.
+type Options struct {
+	// MTU is the IP MTU of the link (the --mtu value).
+	MTU uint32
+	// Address is our (gateway) MAC that the guest sees.
+	Address tcpip.LinkAddress
+	// VnetHdr says the fd carries a 10-byte struct virtio_net_hdr before
+	// each frame (a TAP opened with IFF_VNET_HDR). It enables outbound GSO
+	// (the kernel accepts GSO frames on any IFF_VNET_HDR TAP) and turns on
+	// RX checksum offload (frames may carry partial checksums).
+	VnetHdr bool
+	// Offloads are the TUNSETOFFLOAD flags (TunFCsum, TunFTSO4, ...) the
+	// reader accepts. When SetOffloads is true, New applies them to the fd
+	// with TUNSETOFFLOAD; otherwise they are informational (someone else,
+	// e.g. the helper, already did it).
+	Offloads uint32
+	// SetOffloads makes New issue TUNSETOFFLOAD(Offloads) on the fd.
+	SetOffloads bool
+	// GSOMaxSize is the largest TCP segment gVisor hands us for the kernel
+	// to segment (VnetHdr only). Zero means DefaultGSOMaxSize.
+	GSOMaxSize uint32
+	// DisableGSO keeps outbound segments at the MTU even with VnetHdr.
+	DisableGSO bool
+	// RXChecksumOffload makes gVisor skip checksum verification of inbound
+	// frames even without VnetHdr. With VnetHdr it is always on: frames
+	// with VIRTIO_NET_HDR_F_NEEDS_CSUM carry a partial checksum that gVisor
+	// would reject.
+	RXChecksumOffload bool
+	// OnClosed, if set, is called once when the reader stops: with nil
+	// after Close or Attach(nil), with io.EOF when the peer closed the
+	// link (BESS client gone), or with the read error. It runs on the
+	// reader goroutine and must not call Close or Wait.
+	OnClosed func(err error)
+}
+
+// Stats counts frames; all fields are cumulative.
+type Stats struct {
+	RxFrames, RxBytes, RxDropped uint64
+	TxFrames, TxBytes, TxErrors  uint64
+	RxGSOFrames, TxGSOFrames     uint64
+}
+
+type counters struct {
+	rxFrames, rxBytes, rxDropped atomic.Uint64
+	txFrames, txBytes, txErrors  atomic.Uint64
+	rxGSO, txGSO                 atomic.Uint64
+}
+
+// Endpoint is a stack.LinkEndpoint (and stack.GSOEndpoint) on a TAP fd or a
+// BESS SOCK_SEQPACKET connection.
+type Endpoint struct {
+	f        *os.File
+	rc       syscall.RawConn
+	vnet     bool
+	caps     stack.LinkEndpointCapabilities
+	gsoKind  stack.SupportedGSO
+	gsoMax   uint32
+	onClosed func(error)
+	stats    counters
+
+	mu            sync.RWMutex
+	dispatcher    stack.NetworkDispatcher
+	addr          tcpip.LinkAddress
+	mtu           uint32
+	onCloseAction func()
+	closed        bool
+	stopping      bool
+	readerDone    chan struct{} // nil when no reader runs
+	closedOnce    sync.Once
+
+	rx rxState // owned by the reader goroutine
+
+	wmu sync.Mutex // serialises writers; guards tx
+	tx  txState
+}
+
+// New wraps fd (a TAP, or a connected SOCK_SEQPACKET socket) in an
+// Endpoint. The Endpoint owns fd from now on: Close closes it. fd is put in
+// non-blocking mode and driven by Go's poller, so Close and Attach(nil)
+// interrupt a pending read.
+func New(fd int, opts Options) (*Endpoint, error) {
+	if opts.MTU == 0 {
+		return nil, errors.New("link: MTU must not be zero")
+	}
+	if opts.SetOffloads {
+		if err := SetOffload(fd, opts.Offloads); err != nil {
+			return nil, err
+		}
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return nil, fmt.Errorf("link: set fd %d non-blocking: %w", fd, err)
+	}
+	f := os.NewFile(uintptr(fd), "link")
+	if f == nil {
+		return nil, fmt.Errorf("link: invalid fd %d", fd)
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("link: raw conn on fd %d: %w", fd, err)
+	}
+	e := &Endpoint{
+		f:        f,
+		rc:       rc,
+		vnet:     opts.VnetHdr,
+		caps:     stack.CapabilityResolutionRequired,
+		onClosed: opts.OnClosed,
+		addr:     opts.Address,
+		mtu:      opts.MTU,
+	}
+	if opts.VnetHdr || opts.RXChecksumOffload {
+		e.caps |= stack.CapabilityRXChecksumOffload
+	}
+	if opts.VnetHdr && !opts.DisableGSO {
+		e.gsoKind = stack.HostGSOSupported
+		e.gsoMax = opts.GSOMaxSize
+		if e.gsoMax == 0 {
+			e.gsoMax = DefaultGSOMaxSize
+		}
+	}
+	e.rx.init(opts.VnetHdr)
+	e.tx.init(opts.VnetHdr)
+	return e, nil
+}
+
+var (
+	_ stack.LinkEndpoint = (*Endpoint)(nil)
+	_ stack.GSOEndpoint  = (*Endpoint)(nil)
+)
+
+// MTU implements stack.LinkEndpoint.
+func (e *Endpoint) MTU() uint32 {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.mtu
+}
+
+// SetMTU implements stack.LinkEndpoint.
+func (e *Endpoint) SetMTU(mtu uint32) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.mtu = mtu
+}
+
+// MaxHeaderLength implements stack.LinkEndpoint: the Ethernet header. The
+// virtio-net header is written from a separate buffer.
+func (e *Endpoint) MaxHeaderLength() uint16 { return header.EthernetMinimumSize }
+
+// LinkAddress implements stack.LinkEndpoint.
+func (e *Endpoint) LinkAddress() tcpip.LinkAddress {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.addr
+}
+
+// SetLinkAddress implements stack.LinkEndpoint.
+func (e *Endpoint) SetLinkAddress(addr tcpip.LinkAddress) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.addr = addr
+}
+
+// Capabilities implements stack.LinkEndpoint.
+func (e *Endpoint) Capabilities() stack.LinkEndpointCapabilities { return e.caps }
+
+// GSOMaxSize implements stack.GSOEndpoint.
+func (e *Endpoint) GSOMaxSize() uint32 { return e.gsoMax }
+
+// SupportedGSO implements stack.GSOEndpoint.
+func (e *Endpoint) SupportedGSO() stack.SupportedGSO { return e.gsoKind }
+
+// ARPHardwareType implements stack.LinkEndpoint.
+func (e *Endpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
+
+// AddHeader implements stack.LinkEndpoint: it pushes the Ethernet header.
+func (e *Endpoint) AddHeader(pkt *stack.PacketBuffer) {
+	src := pkt.EgressRoute.LocalLinkAddress
+	if src == "" {
+		src = e.LinkAddress()
+	}
+	eth := header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize))
+	eth.Encode(&header.EthernetFields{
+		SrcAddr: src,
+		DstAddr: pkt.EgressRoute.RemoteLinkAddress,
+		Type:    pkt.NetworkProtocolNumber,
+	})
+}
+
+// ParseHeader implements stack.LinkEndpoint: it consumes the Ethernet
+// header and sets the packet's network protocol.
+func (e *Endpoint) ParseHeader(pkt *stack.PacketBuffer) bool {
+	hdr, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
+	if !ok {
+		return false
+	}
+	pkt.NetworkProtocolNumber = header.Ethernet(hdr).Type()
+	return true
+}
+
+// IsAttached implements stack.LinkEndpoint.
+func (e *Endpoint) IsAttached() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.dispatcher != nil
+}
+
+// Attach implements stack.LinkEndpoint. A non-nil dispatcher starts the
+// reader goroutine; nil stops it and waits for it (the fd stays open).
+func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
+	e.mu.Lock()
+	if d != nil {
+		defer e.mu.Unlock()
+		e.dispatcher = d
+		if e.readerDone == nil && !e.closed {
+			e.startReaderLocked()
+		}
+		return
+	}
+	e.dispatcher = nil
+	done := e.readerDone
+	if done != nil {
+		e.stopping = true
+		// A past deadline makes the pending (or next) read fail at once.
+		_ = e.f.SetReadDeadline(time.Unix(1, 0))
+	}
+	e.mu.Unlock()
+	if done == nil {
+		return
+	}
+	<-done
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.stopping = false
+	if e.readerDone == done {
+		e.readerDone = nil
+	}
+	if e.closed {
+		return
+	}
+	_ = e.f.SetReadDeadline(time.Time{})
+	// An Attach(d) that raced with this detach found the old reader
+	// still running and left it to us to start the new one.
+	if e.dispatcher != nil && e.readerDone == nil {
+		e.startReaderLocked()
+	}
+}
+
+func (e *Endpoint) startReaderLocked() {
+	done := make(chan struct{})
+	e.readerDone = done
+	go func() {
+		defer close(done)
+		e.reportClosed(e.readLoop())
+	}()
+}
+
+// Wait implements stack.LinkEndpoint: it waits for the reader goroutine.
+func (e *Endpoint) Wait() {
+	e.mu.RLock()
+	done := e.readerDone
+	e.mu.RUnlock()
+	if done != nil {
+		<-done
+	}
+}
+
+// Close implements stack.LinkEndpoint: it runs the on-close action, stops
+// the reader and closes the fd. It does not wait; call Wait for that.
+func (e *Endpoint) Close() {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return
+	}
+	e.closed = true
+	action := e.onCloseAction
+	e.onCloseAction = nil
+	e.mu.Unlock()
+	if action != nil {
+		action()
+	}
+	// Closing the os.File wakes a reader parked in the poller with
+	// os.ErrClosed; the fd itself is released once no read or write
+	// holds it.
+	_ = e.f.Close()
+}
+
+// SetOnCloseAction implements stack.LinkEndpoint.
+func (e *Endpoint) SetOnCloseAction(action func()) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.onCloseAction = action
+}
+
+// Stats returns the endpoint's frame counters.
+func (e *Endpoint) Stats() Stats {
+	c := &e.stats
+	return Stats{
+		RxFrames: c.rxFrames.Load(), RxBytes: c.rxBytes.Load(), RxDropped: c.rxDropped.Load(),
+		TxFrames: c.txFrames.Load(), TxBytes: c.txBytes.Load(), TxErrors: c.txErrors.Load(),
+		RxGSOFrames: c.rxGSO.Load(), TxGSOFrames: c.txGSO.Load(),
+	}
+}
+
+func (e *Endpoint) reportClosed(err error) {
+	if e.onClosed == nil {
+		return
+	}
+	e.closedOnce.Do(func() { e.onClosed(err) })
+}
+
+// readLoop reads frames until the fd fails, reaches EOF, is closed or the
+// endpoint is detached. It returns nil for the last two.
+func (e *Endpoint) readLoop() error {
+	for {
+		n, err := e.rx.read(e.rc)
+		if err != nil {
+			if errors.Is(err, os.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) && e.isStopping() {
+				e.rx.release()
+				return nil
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				// A deadline left from a detach that already finished.
+				_ = e.f.SetReadDeadline(time.Time{})
+				continue
+			}
+			e.rx.release()
+			return fmt.Errorf("link: read: %w", err)
+		}
+		if n == 0 {
+			e.rx.release()
+			return io.EOF
+		}
+		e.deliver(n)
+	}
+}
+
+func (e *Endpoint) isStopping() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.stopping || e.closed
+}
+
+// deliver hands the n bytes just read (virtio-net header included) to the
+// stack, or drops them.
+func (e *Endpoint) deliver(n int) {
+	frameLen, ok := e.rx.check(n, &e.stats)
+	if !ok {
+		e.stats.rxDropped.Add(1)
+		return
+	}
+	e.mu.RLock()
+	d := e.dispatcher
+	e.mu.RUnlock()
+	if d == nil {
+		e.stats.rxDropped.Add(1)
+		return
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: e.rx.take(frameLen)})
+	defer pkt.DecRef()
+	if !e.ParseHeader(pkt) {
+		e.stats.rxDropped.Add(1)
+		return
+	}
+	e.stats.rxFrames.Add(1)
+	e.stats.rxBytes.Add(uint64(frameLen))
+	d.DeliverNetworkPacket(pkt.NetworkProtocolNumber, pkt)
+}
+
+// rxViewSizes are the buffers one read scatters into: the first holds a
+// whole standard-MTU frame (so headers are contiguous), and together they
+// hold the largest frame a TAP can produce (64 KiB GSO frame or 65535-byte
+// MTU plus headers). Only the views a frame used are handed to the stack,
+// so small frames do not pin 64 KiB each and no byte is copied.
+var rxViewSizes = [...]int{2048, 2048, 4096, 8192, 16384, 32768, 1024}
+
+type rxState struct {
+	vnet  bool
+	hdr   [VnetHdrSize]byte
+	views [len(rxViewSizes)]*buffer.View
+	iov   []unix.Iovec
+	n     int
+	errno syscall.Errno
+	fn    func(fd uintptr) bool
+}
+
+func (r *rxState) init(vnet bool) {
+	r.vnet = vnet
+	n := len(rxViewSizes)
+	if vnet {
+		n++
+		r.iov = make([]unix.Iovec, n)
+		r.iov[0].Base = &r.hdr[0]
+		r.iov[0].SetLen(VnetHdrSize)
+	} else {
+		r.iov = make([]unix.Iovec, n)
+	}
+	r.fn = r.readv
+}
+
+// fill allocates the views the previous frame took and points the iovecs at
+// them.
+func (r *rxState) fill() {
+	off := 0
+	if r.vnet {
+		off = 1
+	}
+	for i, v := range r.views {
+		if v != nil {
+			continue
+		}
+		v = buffer.NewViewSize(rxViewSizes[i])
+		r.views[i] = v
+		r.iov[i+off].Base = &v.AsSlice()[0]
+		r.iov[i+off].SetLen(rxViewSizes[i])
+	}
+}
+
+func (r *rxState) readv(fd uintptr) bool {
+	for {
+		n, _, errno := unix.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&r.iov[0])), uintptr(len(r.iov)))
+		switch errno {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		r.n, r.errno = int(n), errno
+		return true
+	}
+}
+
+// read performs one readv, waiting in Go's poller while the fd is empty.
+func (r *rxState) read(rc syscall.RawConn) (int, error) {
+	r.fill()
+	if err := rc.Read(r.fn); err != nil {
+		return 0, err
+	}
+	if r.errno != 0 {
+		return 0, r.errno
+	}
+	return r.n, nil
+}
+
+// check validates the header of the n bytes just read, repairs GSO
+// lengths, and returns the Ethernet frame's length.
+func (r *rxState) check(n int, c *counters) (int, bool) {
+	frameLen := n
+	if r.vnet {
+		frameLen -= VnetHdrSize
+	}
+	head := r.views[0].AsSlice()
+	head = head[:min(len(head), max(frameLen, 0))]
+	if !r.vnet {
+		return frameLen, frameLen >= ethHdrLen
+	}
+	if n < VnetHdrSize {
+		return 0, false
+	}
+	h, _ := DecodeVnetHdr(r.hdr[:])
+	if err := CheckInbound(h, head, frameLen); err != nil {
+		return 0, false
+	}
+	if h.GSOType != VnetGSONone {
+		c.rxGSO.Add(1)
+		FixGSOLength(head, frameLen)
+	}
+	return frameLen, true
+}
+
+// take detaches the views holding the first n frame bytes into a Buffer.
+func (r *rxState) take(n int) buffer.Buffer {
+	var b buffer.Buffer
+	for i, v := range r.views {
+		if n <= 0 {
+			break
+		}
+		if v.Size() > n {
+			v.CapLength(n)
+		}
+		n -= v.Size()
+		b.Append(v)
+		r.views[i] = nil
+	}
+	return b
+}
+
+func (r *rxState) release() {
+	for i, v := range r.views {
+		if v != nil {
+			v.Release()
+			r.views[i] = nil
+		}
+	}
+}
+
+type txState struct {
+	vnet  bool
+	hdr   [VnetHdrSize]byte
+	iov   []unix.Iovec
+	pkts  []*stack.PacketBuffer
+	sent  int
+	errno syscall.Errno
+	fn    func(fd uintptr) bool
+}
+
+func (t *txState) init(vnet bool) {
+	t.vnet = vnet
+	t.iov = make([]unix.Iovec, 0, 16)
+	t.fn = t.writeAll
+}
+
+// WritePackets implements stack.LinkWriter: one writev per packet (so each
+// is one datagram on SEQPACKET), the virtio-net header from a side buffer,
+// the packet's own views as the other iovecs.
+func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	t := &e.tx
+	t.pkts, t.sent, t.errno = pkts.AsSlice(), 0, 0
+	err := e.rc.Write(t.fn)
+	sent := t.sent
+	for _, pkt := range t.pkts[:sent] {
+		e.stats.txFrames.Add(1)
+		e.stats.txBytes.Add(uint64(pkt.Size()))
+		if pkt.GSOOptions.Type != stack.GSONone && pkt.Data().Size() > int(pkt.GSOOptions.MSS) {
+			e.stats.txGSO.Add(1)
+		}
+	}
+	t.pkts = nil
+	if err != nil {
+		e.stats.txErrors.Add(1)
+		return sent, &tcpip.ErrClosedForSend{}
+	}
+	if t.errno != 0 {
+		e.stats.txErrors.Add(1)
+		if sent == 0 {
+			return 0, tcpip.TranslateErrno(t.errno)
+		}
+	}
+	return sent, nil
+}
+
+// writeAll runs inside RawConn.Write. It never asks the poller to wait: a
+// full SEQPACKET socket drops the rest of the batch, as a NIC queue would,
+// rather than blocking the stack's goroutine.
+func (t *txState) writeAll(fd uintptr) bool {
+	for t.sent < len(t.pkts) {
+		iov := t.iovecs(t.pkts[t.sent])
+		_, _, errno := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+		if errno == unix.EINTR {
+			continue
+		}
+		if errno != 0 {
+			t.errno = errno
+			return true
+		}
+		t.sent++
+	}
+	return true
+}
+
+// iovecs builds the iovec list for pkt into t.iov.
+func (t *txState) iovecs(pkt *stack.PacketBuffer) []unix.Iovec {
+	iov := t.iov[:0]
+	if t.vnet {
+		h := OutboundHdr(pkt)
+		h.Encode(t.hdr[:])
+		iov = appendIovec(iov, t.hdr[:])
+	}
+	views, off := pkt.AsViewList()
+	for v := views.Front(); v != nil; v = v.Next() {
+		s := v.AsSlice()
+		if off >= len(s) {
+			off -= len(s)
+			continue
+		}
+		iov = appendIovec(iov, s[off:])
+		off = 0
+	}
+	if len(iov) > maxIovecs {
+		iov = t.flatten(pkt)
+	}
+	t.iov = iov[:0]
+	return iov
+}
+
+// flatten copies a packet with more views than writev accepts into one
+// buffer; gVisor rarely builds such packets.
+func (t *txState) flatten(pkt *stack.PacketBuffer) []unix.Iovec {
+	v := pkt.ToView()
+	data := v.ToSlice()
+	v.Release()
+	iov := t.iov[:0]
+	if t.vnet {
+		iov = appendIovec(iov, t.hdr[:])
+	}
+	return appendIovec(iov, data)
+}
+
+func appendIovec(iov []unix.Iovec, b []byte) []unix.Iovec {
+	if len(b) == 0 {
+		return iov
+	}
+	v := unix.Iovec{Base: &b[0]}
+	v.SetLen(len(b))
+	return append(iov, v)
+}
+
+// OutboundHdr returns the virtio-net header for an outbound packet whose
+// link, network and transport headers are set. TCP packets of an endpoint
+// using host GSO carry only the pseudo-header checksum (NeedsCsum), so they
+// get VIRTIO_NET_HDR_F_NEEDS_CSUM even when they are not segmented.
+func OutboundHdr(pkt *stack.PacketBuffer) VnetHdr {
+	g := pkt.GSOOptions
+	if g.Type == stack.GSONone {
+		return VnetHdr{}
+	}
+	linkLen := len(pkt.LinkHeader().Slice())
+	netLen := len(pkt.NetworkHeader().Slice())
+	transLen := len(pkt.TransportHeader().Slice())
+	return BuildOutboundHdr(g, linkLen, netLen, transLen, pkt.Data().Size())
+}
+
+// BuildOutboundHdr computes the virtio-net header for a packet with GSO
+// options g, header lengths linkLen/netLen/transLen and dataLen payload
+// bytes.
+func BuildOutboundHdr(g stack.GSO, linkLen, netLen, transLen, dataLen int) VnetHdr {
+	var h VnetHdr
+	if g.Type == stack.GSONone {
+		return h
+	}
+	h.HdrLen = uint16(linkLen + netLen + transLen)
+	if g.NeedsCsum {
+		h.Flags = VnetFlagNeedsCsum
+		h.CsumStart = uint16(linkLen + netLen)
+		h.CsumOffset = g.CsumOffset
+	}
+	if g.MSS == 0 || dataLen <= int(g.MSS) {
+		return h
+	}
+	switch g.Type {
+	case stack.GSOTCPv4:
+		h.GSOType = VnetGSOTCPv4
+	case stack.GSOTCPv6:
+		h.GSOType = VnetGSOTCPv6
+	default:
+		return h
+	}
+	h.GSOSize = g.MSS
+	return h
+}

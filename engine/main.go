@@ -1,0 +1,246 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/slirp4netns-go/slirp4netns/engine/link"
+	"github.com/slirp4netns-go/slirp4netns/ipc"
+	"github.com/slirp4netns-go/slirp4netns/ipc/proto"
+)
+
+// ipcFD is the engine's end of the ipc socketpair (docs/architecture.md).
+const ipcFD = 3
+
+// closeTimeout bounds the orderly shutdown; the process exits after it
+// anyway, which closes whatever is left.
+const closeTimeout = 2 * time.Second
+
+// Main is the engine process's entry point: it receives the configuration
+// and the link fd on fd 3, runs the engine and serves the supervisor's
+// requests until told to stop (exit 0), the supervisor goes away (exit 0)
+// or the link or a service fails (exit 1). It never writes to stdout.
+func Main() int {
+	logger := log.New(os.Stderr, "slirp4netns engine: ", 0)
+	// Die with the supervisor even if it is SIGKILLed before it can tell us.
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+		logger.Printf("prctl(PR_SET_PDEATHSIG): %v", err)
+	}
+	if os.Getppid() == 1 {
+		logger.Print("supervisor already gone")
+		return 1
+	}
+	conn, err := ipc.FromFD(ipcFD)
+	if err != nil {
+		logger.Print(err)
+		return 1
+	}
+	defer conn.Close()
+	s := &server{conn: conn, log: logger}
+	return s.run()
+}
+
+// server is the engine process's side of the ipc protocol.
+type server struct {
+	conn *ipc.Conn
+	log  *log.Logger
+	eng  *Engine
+}
+
+// ipcMsg is one received message, or the receive error.
+type ipcMsg struct {
+	m     ipc.Message
+	files []*os.File
+	err   error
+}
+
+func (s *server) run() int {
+	start, linkFile, err := s.recvStart()
+	if err != nil {
+		return s.fail(err)
+	}
+	linkDone := make(chan error, 1)
+	ep, err := newLinkEndpoint(linkFile, start, func(err error) {
+		if err != nil {
+			select {
+			case linkDone <- err:
+			default:
+			}
+		}
+	})
+	linkFile.Close()
+	if err != nil {
+		return s.fail(err)
+	}
+	eng, err := New(start.Config, ep, WithLogger(s.log))
+	if err != nil {
+		ep.Close()
+		return s.fail(err)
+	}
+	s.eng = eng
+	if err := s.conn.SendBody(ipc.TypeReady, 0, nil); err != nil {
+		s.log.Print(err)
+		s.close()
+		return 1
+	}
+	msgs := make(chan ipcMsg)
+	go s.recvLoop(msgs)
+	for {
+		select {
+		case im := <-msgs:
+			if im.err != nil {
+				s.close()
+				if errors.Is(im.err, io.EOF) {
+					return 0
+				}
+				s.log.Print(im.err)
+				return 1
+			}
+			if done := s.handle(im.m, im.files); done {
+				s.close()
+				return 0
+			}
+		case err := <-linkDone:
+			code := s.fail(fmt.Errorf("link closed: %w", err))
+			s.close()
+			return code
+		case err := <-eng.ServiceErrors():
+			code := s.fail(err)
+			s.close()
+			return code
+		}
+	}
+}
+
+// recvStart waits for the engine-start message and its link fd.
+func (s *server) recvStart() (proto.EngineStart, *os.File, error) {
+	var start proto.EngineStart
+	m, files, err := s.conn.Recv()
+	if err != nil {
+		return start, nil, fmt.Errorf("waiting for configuration: %w", err)
+	}
+	if m.Type != ipc.TypeEngineStart || len(files) != 1 {
+		closeFiles(files)
+		return start, nil, fmt.Errorf("expected %s with 1 fd, got %q with %d", ipc.TypeEngineStart, m.Type, len(files))
+	}
+	if err := m.Decode(&start); err != nil {
+		closeFiles(files)
+		return start, nil, err
+	}
+	return start, files[0], nil
+}
+
+// recvLoop forwards ipc messages to run until the connection fails.
+func (s *server) recvLoop(out chan<- ipcMsg) {
+	for {
+		m, files, err := s.conn.Recv()
+		out <- ipcMsg{m: m, files: files, err: err}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// handle serves one request; it returns true on shutdown.
+func (s *server) handle(m ipc.Message, files []*os.File) bool {
+	defer closeFiles(files)
+	var err error
+	switch m.Type {
+	case ipc.TypeShutdown:
+		return true
+	case ipc.TypeAddForward:
+		err = s.addForward(m, files)
+	case ipc.TypeRemoveForward:
+		var fwd proto.Forward
+		if err = m.Decode(&fwd); err == nil {
+			err = s.eng.RemoveForward(fwd.ID)
+		}
+	default:
+		err = fmt.Errorf("unknown request %q", m.Type)
+	}
+	reply := ipc.Message{Type: ipc.TypeReply, Seq: m.Seq}
+	if err != nil {
+		reply.Error = err.Error()
+	}
+	if serr := s.conn.Send(reply); serr != nil {
+		s.log.Print(serr)
+	}
+	return false
+}
+
+func (s *server) addForward(m ipc.Message, files []*os.File) error {
+	var fwd proto.Forward
+	if err := m.Decode(&fwd); err != nil {
+		return err
+	}
+	if len(files) != 1 {
+		return fmt.Errorf("forward %d: expected 1 fd, got %d", fwd.ID, len(files))
+	}
+	return s.eng.AddForward(fwd, files[0])
+}
+
+// fail reports a fatal error to stderr and to the supervisor.
+func (s *server) fail(err error) int {
+	s.log.Print(err)
+	if serr := s.conn.Send(ipc.Message{Type: ipc.TypeError, Error: err.Error()}); serr != nil {
+		s.log.Print(serr)
+	}
+	return 1
+}
+
+// close shuts the engine down, giving up after closeTimeout (the process is
+// about to exit, which releases everything anyway).
+func (s *server) close() {
+	if s.eng == nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		s.eng.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(closeTimeout):
+		s.log.Print("shutdown timed out")
+	}
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}
+
+// newLinkEndpoint makes the link endpoint on the link fd (a TAP, with or
+// without the virtio-net header, or a BESS SOCK_SEQPACKET connection). The
+// endpoint gets its own duplicate of f's descriptor; onClosed is called with
+// a non-nil error when the link ends (peer gone, fd error).
+func newLinkEndpoint(f *os.File, start proto.EngineStart, onClosed func(error)) (stack.LinkEndpoint, error) {
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("dup link fd: %w", err)
+	}
+	opts := link.Options{
+		MTU:      uint32(start.Config.MTU),
+		Address:  GatewayMAC,
+		OnClosed: onClosed,
+	}
+	if start.Link == proto.LinkTap {
+		opts.VnetHdr = start.Tap.VnetHdr
+		opts.Offloads = start.Tap.Offloads
+	}
+	ep, err := link.New(fd, opts)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("link endpoint: %w", err)
+	}
+	return ep, nil
+}

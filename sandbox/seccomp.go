@@ -1,0 +1,195 @@
+//go:build linux && cgo
+
+package sandbox
+
+import (
+	"fmt"
+	"os"
+
+	seccomp "github.com/seccomp/libseccomp-golang"
+	"golang.org/x/sys/unix"
+)
+
+// ApplySeccomp installs the engine's allow-list filter (--enable-seccomp) on
+// every thread of the process (libseccomp-golang sets TSYNC on new
+// filters) and on every thread created later. Syscalls outside the list fail
+// with EPERM (a few that runtimes probe with ENOSYS); the policy is in
+// seccomp_rules.go. It also sets no_new_privs. Call it once the engine has
+// everything it needs from the filesystem it cannot read later.
+func ApplySeccomp() error {
+	f, _, err := newEngineFilter(os.Getpid())
+	if err != nil {
+		return err
+	}
+	defer f.Release()
+	if err := f.Load(); err != nil {
+		return fmt.Errorf("seccomp: load filter: %w", err)
+	}
+	return nil
+}
+
+// ApplyLightSeccomp installs a deny-list filter for the supervisor and the
+// helper: the syscalls in lightDenyNames (ptrace, mount, kexec, bpf, module
+// loading...) fail with EPERM and everything else is allowed, so it costs
+// nothing. Filters survive execve: call it only after the last engine that
+// must still enter --enable-sandbox has been started.
+func ApplyLightSeccomp() error {
+	f, err := seccomp.NewFilter(seccomp.ActAllow)
+	if err != nil {
+		return fmt.Errorf("seccomp: new filter: %w", err)
+	}
+	defer f.Release()
+	deny := seccomp.ActErrno.SetReturnCode(int16(unix.EPERM))
+	for _, name := range lightDenyNames {
+		if _, err := addRule(f, name, deny); err != nil {
+			return err
+		}
+	}
+	if err := f.Load(); err != nil {
+		return fmt.Errorf("seccomp: load filter: %w", err)
+	}
+	return nil
+}
+
+// LibseccompVersion returns the version of the libseccomp the binary runs
+// with, e.g. "2.5.4", for --version.
+func LibseccompVersion() string {
+	major, minor, micro := seccomp.GetLibraryVersion()
+	return fmt.Sprintf("%d.%d.%d", major, minor, micro)
+}
+
+// newEngineFilter builds (without loading) the engine's filter for the
+// native architecture plus extraArchs, and returns how many syscall names it
+// allows on the native architecture.
+func newEngineFilter(pid int, extraArchs ...seccomp.ScmpArch) (*seccomp.ScmpFilter, int, error) {
+	f, err := seccomp.NewFilter(seccomp.ActErrno.SetReturnCode(int16(unix.EPERM)))
+	if err != nil {
+		return nil, 0, fmt.Errorf("seccomp: new filter: %w", err)
+	}
+	n, err := populateEngineFilter(f, pid, extraArchs)
+	if err != nil {
+		f.Release()
+		return nil, 0, err
+	}
+	return f, n, nil
+}
+
+func populateEngineFilter(f *seccomp.ScmpFilter, pid int, extraArchs []seccomp.ScmpArch) (int, error) {
+	// A syscall of another ABI (i386 int 0x80 or x32 on amd64, arm32 on
+	// arm64) would bypass the rules: kill the process instead.
+	if err := f.SetBadArchAction(seccomp.ActKillProcess); err != nil {
+		return 0, fmt.Errorf("seccomp: set bad-arch action: %w", err)
+	}
+	for _, a := range extraArchs {
+		if err := f.AddArch(a); err != nil {
+			return 0, fmt.Errorf("seccomp: add arch %v: %w", a, err)
+		}
+	}
+	count := 0
+	for _, g := range allowGroups {
+		for _, name := range g.names {
+			ok, err := addRule(f, name, seccomp.ActAllow)
+			if err != nil {
+				return 0, err
+			}
+			if ok {
+				count++
+			}
+		}
+	}
+	enosys := seccomp.ActErrno.SetReturnCode(int16(unix.ENOSYS))
+	for _, name := range enosysNames {
+		if _, err := addRule(f, name, enosys); err != nil {
+			return 0, err
+		}
+	}
+	for _, r := range conditionalRules(pid) {
+		ok, err := addRule(f, r.name, seccomp.ActAllow, r.conds...)
+		if err != nil {
+			return 0, err
+		}
+		if ok && !r.more {
+			count++
+		}
+	}
+	return count, nil
+}
+
+// condRule is one conditional allow rule; several rules for the same
+// syscall are ORed, the conditions of one rule ANDed. more marks the
+// second and later rules of a syscall (so it is counted once).
+type condRule struct {
+	name  string
+	conds []seccomp.ScmpCondition
+	more  bool
+}
+
+// lo32 is the mask comparing the low 32 bits of an int argument only, so a
+// caller that sign-extends (or not) a 32-bit value matches either way.
+const lo32 = 0xffffffff
+
+func eq32(arg uint, v uint64) seccomp.ScmpCondition {
+	return cond(arg, seccomp.CompareMaskedEqual, lo32, v&lo32)
+}
+
+func cond(arg uint, op seccomp.ScmpCompareOp, v ...uint64) seccomp.ScmpCondition {
+	c, err := seccomp.MakeCondition(arg, op, v...)
+	if err != nil {
+		// Only reachable with a bad table entry: a programming error.
+		panic(fmt.Sprintf("seccomp condition: %v", err))
+	}
+	return c
+}
+
+// conditionalRules turns the tables of seccomp_rules.go into rules.
+func conditionalRules(pid int) []condRule {
+	self := uint64(pid)
+	rules := []condRule{
+		{name: "clone", conds: []seccomp.ScmpCondition{
+			cond(0, seccomp.CompareMaskedEqual, unix.CLONE_THREAD|cloneNamespaceFlags, unix.CLONE_THREAD)}},
+		{name: "openat", conds: []seccomp.ScmpCondition{cond(2, seccomp.CompareMaskedEqual, openWriteFlags, 0)}},
+		{name: "open", conds: []seccomp.ScmpCondition{cond(1, seccomp.CompareMaskedEqual, openWriteFlags, 0)}},
+		{name: "kill", conds: []seccomp.ScmpCondition{eq32(0, self)}},
+		{name: "tkill", conds: []seccomp.ScmpCondition{eq32(0, self)}},
+		{name: "tgkill", conds: []seccomp.ScmpCondition{eq32(0, self)}},
+		{name: "prlimit64", conds: []seccomp.ScmpCondition{eq32(0, 0), cond(2, seccomp.CompareEqual, 0)}},
+		{name: "prlimit64", more: true, conds: []seccomp.ScmpCondition{eq32(0, self), cond(2, seccomp.CompareEqual, 0)}},
+	}
+	rules = appendArgList(rules, "ioctl", 1, allowedIoctls)
+	rules = appendArgList(rules, "fcntl", 1, allowedFcntls)
+	rules = appendArgList(rules, "prctl", 0, allowedPrctls)
+	for i, s := range allowedSockets {
+		conds := []seccomp.ScmpCondition{eq32(0, s.domain), cond(1, seccomp.CompareMaskedEqual, 0xf, s.typ)}
+		if s.protocol >= 0 {
+			conds = append(conds, eq32(2, uint64(s.protocol)))
+		}
+		rules = append(rules, condRule{name: "socket", conds: conds, more: i > 0})
+	}
+	return rules
+}
+
+// appendArgList adds one rule per allowed value of argument arg of name.
+func appendArgList(rules []condRule, name string, arg uint, values []uint64) []condRule {
+	for i, v := range values {
+		rules = append(rules, condRule{name: name, conds: []seccomp.ScmpCondition{eq32(arg, v)}, more: i > 0})
+	}
+	return rules
+}
+
+// addRule adds action for name with conds. A name the native architecture
+// lacks (e.g. "open" on arm64) is skipped and reported as not added.
+func addRule(f *seccomp.ScmpFilter, name string, action seccomp.ScmpAction, conds ...seccomp.ScmpCondition) (bool, error) {
+	nr, err := seccomp.GetSyscallFromName(name)
+	if err != nil || nr < 0 {
+		return false, nil
+	}
+	if len(conds) == 0 {
+		err = f.AddRule(nr, action)
+	} else {
+		err = f.AddRuleConditional(nr, action, conds)
+	}
+	if err != nil {
+		return false, fmt.Errorf("seccomp: rule for %s: %w", name, err)
+	}
+	return true, nil
+}

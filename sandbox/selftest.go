@@ -1,0 +1,199 @@
+//go:build linux && cgo
+
+package sandbox
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Environment of the hidden self-test (for tests, not a user-facing flag).
+const (
+	// SelfTestEnv set to "1" asks the engine to run SelfTest on stdout
+	// once the sandbox and the seccomp filter are in place, and exit.
+	SelfTestEnv = "_SLIRP4NETNS_SANDBOX_SELFTEST"
+	// SelfTestFilesEnv lists, separated by ':', files the test created
+	// outside /etc and /run that the sandboxed engine must not open.
+	SelfTestFilesEnv = "_SLIRP4NETNS_SANDBOX_SELFTEST_FILES"
+)
+
+// SelfTestRequested reports whether SelfTestEnv asks for the self-test.
+func SelfTestRequested() bool { return os.Getenv(SelfTestEnv) == "1" }
+
+// Result words of SelfTest's lines.
+const (
+	selfTestDenied  = "DENIED"
+	selfTestAllowed = "ALLOWED"
+	selfTestInfo    = "INFO"
+)
+
+// forbiddenAction is one thing a compromised engine must not be able to do.
+// try returns nil when the action succeeded (and undoes it if it can).
+type forbiddenAction struct {
+	name string
+	try  func() error
+}
+
+// SelfTest tries, from inside the engine, each action the sandbox and the
+// seccomp filter must forbid, and writes one line per action to w:
+// "DENIED <action>: <error>" or "ALLOWED <action>". It also writes "INFO"
+// lines: the effective capabilities and the first line of /etc/resolv.conf.
+// It returns an error naming the actions that were allowed.
+func SelfTest(w io.Writer) error {
+	var allowed []string
+	for _, a := range forbiddenActions() {
+		if err := a.try(); err != nil {
+			fmt.Fprintf(w, "%s %s: %v\n", selfTestDenied, a.name, err)
+			continue
+		}
+		fmt.Fprintf(w, "%s %s\n", selfTestAllowed, a.name)
+		allowed = append(allowed, a.name)
+	}
+	if eff, err := CapEff(); err != nil {
+		fmt.Fprintf(w, "%s capeff: %v\n", selfTestInfo, err)
+	} else {
+		fmt.Fprintf(w, "%s capeff %#x\n", selfTestInfo, eff)
+	}
+	fmt.Fprintf(w, "%s resolv.conf %s\n", selfTestInfo, ResolvFirstLine())
+	if len(allowed) > 0 {
+		return fmt.Errorf("sandbox self-test: allowed: %s", strings.Join(allowed, ", "))
+	}
+	return nil
+}
+
+// ResolvFirstLine returns the first line of /etc/resolv.conf, or a
+// description of the error reading it.
+func ResolvFirstLine() string {
+	b, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	return string(line)
+}
+
+func forbiddenActions() []forbiddenAction {
+	ppid := os.Getppid()
+	actions := []forbiddenAction{
+		{"execve /bin/true", func() error {
+			return unix.Exec("/bin/true", []string{"true"}, os.Environ())
+		}},
+		{"ptrace attach parent", func() error { return ptraceAttach(ppid) }},
+		{"mount tmpfs", tryMount},
+		{"unshare CLONE_NEWNET", tryUnshareNet},
+		{"kill parent signal 0", func() error { return unix.Kill(ppid, 0) }},
+		{"read /proc/" + strconv.Itoa(ppid) + "/environ", func() error {
+			_, err := os.ReadFile("/proc/" + strconv.Itoa(ppid) + "/environ")
+			return err
+		}},
+		{"socket AF_UNIX", func() error { return closeFD(unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)) }},
+		{"open /etc/resolv.conf for writing", func() error {
+			return closeFD(unix.Open("/etc/resolv.conf", unix.O_WRONLY|unix.O_APPEND|unix.O_CLOEXEC, 0))
+		}},
+	}
+	for _, p := range splitList(os.Getenv(SelfTestFilesEnv)) {
+		actions = append(actions, forbiddenAction{"open " + p, func() error {
+			return closeFD(unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0))
+		}})
+	}
+	return actions
+}
+
+// splitList splits a ':'-separated list, dropping empty elements.
+func splitList(list string) []string {
+	var out []string
+	for _, p := range strings.Split(list, ":") {
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func closeFD(fd int, err error) error {
+	if err != nil {
+		return err
+	}
+	return unix.Close(fd)
+}
+
+// ptraceAttach attaches to pid and, if that worked, detaches at once (from
+// the same thread, as ptrace requires).
+func ptraceAttach(pid int) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := unix.PtraceAttach(pid); err != nil {
+		return err
+	}
+	_ = unix.PtraceDetach(pid)
+	return nil
+}
+
+// tryMount mounts a tmpfs and, if that worked, detaches it again. In the
+// sandbox the target is /etc (the engine's own mount namespace, so even a
+// success never reaches the host); outside it, a fresh empty directory, so
+// that a filter that failed to deny mount hides nothing of the host.
+func tryMount() error {
+	target := "/etc"
+	if !Active() {
+		dir, err := os.MkdirTemp("", "slirp4netns-selftest")
+		if err != nil {
+			return fmt.Errorf("mkdir for the mount target: %w", err)
+		}
+		defer os.Remove(dir)
+		target = dir
+	}
+	if err := unix.Mount("tmpfs", target, "tmpfs", unix.MS_RDONLY, ""); err != nil {
+		return err
+	}
+	_ = unix.Unmount(target, unix.MNT_DETACH)
+	return nil
+}
+
+// tryUnshareNet moves a throwaway thread to a new network namespace. The
+// goroutine stays locked to its thread so that, on success, the runtime
+// destroys that thread rather than reusing it.
+func tryUnshareNet() error {
+	res := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		res <- unix.Unshare(unix.CLONE_NEWNET)
+	}()
+	return <-res
+}
+
+// ParseSelfTest reads SelfTest's output and returns the actions that were
+// denied and allowed, and the INFO lines as key → value.
+func ParseSelfTest(r io.Reader) (denied, allowed []string, info map[string]string, err error) {
+	info = map[string]string{}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		word, rest, _ := strings.Cut(sc.Text(), " ")
+		switch word {
+		case selfTestDenied:
+			name, _, _ := strings.Cut(rest, ": ")
+			denied = append(denied, name)
+		case selfTestAllowed:
+			allowed = append(allowed, rest)
+		case selfTestInfo:
+			k, v, _ := strings.Cut(rest, " ")
+			info[k] = v
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, nil, nil, fmt.Errorf("read self-test output: %w", err)
+	}
+	if len(denied)+len(allowed) == 0 {
+		return nil, nil, nil, errors.New("no self-test output")
+	}
+	return denied, allowed, info, nil
+}

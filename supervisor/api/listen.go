@@ -1,0 +1,119 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// socketMode is the API socket's permission: only its owner may connect,
+// whatever the process umask.
+const socketMode = 0o600
+
+// probeTimeout bounds the connect(2) that tells a live server at the socket
+// path from a stale socket file left by a dead process.
+const probeTimeout = time.Second
+
+// Listen creates the API socket at path, owner-only (0600) whatever the
+// umask. A stale socket file at path (nobody accepts on it) is replaced; a
+// live server at path, a symlink or any file that is not a socket is an
+// error and is left untouched. Closing the returned listener removes the
+// socket file.
+func Listen(path string) (*net.UnixListener, error) {
+	if err := removeStaleSocket(path); err != nil {
+		return nil, err
+	}
+	lc := net.ListenConfig{Control: chmodBeforeBind}
+	ln, err := lc.Listen(context.Background(), "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on API socket %q: %w", path, err)
+	}
+	ul, ok := ln.(*net.UnixListener)
+	if !ok { // cannot happen for "unix"; do not leak the socket if it does
+		ln.Close()
+		return nil, fmt.Errorf("listen on API socket %q: unexpected listener %T", path, ln)
+	}
+	if err := fixMode(path); err != nil {
+		ul.Close()
+		return nil, err
+	}
+	return ul, nil
+}
+
+// chmodBeforeBind sets the socket inode's mode before bind(2): Linux creates
+// the socket file with that mode minus the umask, so the file is never
+// reachable by others, not even for an instant.
+func chmodBeforeBind(_, _ string, c syscall.RawConn) error {
+	var chmodErr error
+	if err := c.Control(func(fd uintptr) {
+		chmodErr = unix.Fchmod(int(fd), socketMode)
+	}); err != nil {
+		return err
+	}
+	if chmodErr != nil {
+		return fmt.Errorf("fchmod API socket: %w", chmodErr)
+	}
+	return nil
+}
+
+// fixMode restores 0600 when a umask also removed owner bits (e.g. 0277),
+// which would leave the owner unable to connect.
+func fixMode(path string) error {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return fmt.Errorf("stat API socket %q: %w", path, err)
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("API socket %q was replaced while it was being created", path)
+	}
+	if fi.Mode().Perm() == socketMode {
+		return nil
+	}
+	if err := os.Chmod(path, socketMode); err != nil {
+		return fmt.Errorf("chmod API socket %q: %w", path, err)
+	}
+	return nil
+}
+
+// removeStaleSocket makes path free for bind(2) when it holds a socket file
+// nobody listens on, and refuses everything else that exists there.
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("API socket %q: %w", path, err)
+	}
+	switch {
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return fmt.Errorf("API socket %q: is a symbolic link, refusing to follow or remove it", path)
+	case fi.Mode().Type() != fs.ModeSocket:
+		return fmt.Errorf("API socket %q: exists and is not a socket, refusing to remove it", path)
+	}
+	conn, err := net.DialTimeout("unix", path, probeTimeout)
+	if err == nil {
+		conn.Close()
+		return fmt.Errorf("API socket %q: already in use by a running server", path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("API socket %q: cannot tell whether it is stale: %w", path, err)
+	}
+	// Remove only the file that was probed: if it was swapped meanwhile,
+	// the new one is somebody else's.
+	again, err := os.Lstat(path)
+	if err != nil || !os.SameFile(fi, again) {
+		return fmt.Errorf("API socket %q: changed while checking whether it is stale", path)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("remove stale API socket %q: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,201 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/slirp4netns-go/slirp4netns/ipc"
+	"github.com/slirp4netns-go/slirp4netns/ipc/proto"
+)
+
+// engineReadyTimeout bounds how long the engine may take to report ready;
+// it normally takes a few milliseconds.
+const engineReadyTimeout = 15 * time.Second
+
+// engineProc is the supervisor's handle on the engine process. It implements
+// the API server's backend by turning forward requests into ipc requests.
+type engineProc struct {
+	cmd  *exec.Cmd
+	conn *ipc.Conn
+
+	mu      sync.Mutex
+	seq     uint64
+	pending map[uint64]chan ipc.Message
+
+	ready  chan error    // the first TypeReady or TypeError
+	done   chan struct{} // closed when the ipc connection ends
+	errMu  sync.Mutex
+	fatal  error // why the engine ended, if it reported it
+	waited chan error
+}
+
+// startEngine re-executes this binary as the engine, hands it the link fd and
+// the configuration, and waits until it reports ready.
+func startEngine(ctx context.Context, start proto.EngineStart, link *os.File, stderr io.Writer) (*engineProc, error) {
+	conn, peer, err := ipc.Pair()
+	if err != nil {
+		return nil, fmt.Errorf("start engine: %w", err)
+	}
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Args = []string{"slirp4netns-engine"}
+	cmd.Env = append(os.Environ(), ModeEnv+"="+ModeEngine)
+	cmd.ExtraFiles = []*os.File{peer} // fd 3
+	cmd.Stderr = stderr
+	// The engine gets its own process group so that a terminal's ^C reaches
+	// only the supervisor, which then shuts the engine down in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		peer.Close()
+		conn.Close()
+		return nil, fmt.Errorf("start engine: %w", err)
+	}
+	peer.Close()
+	e := &engineProc{
+		cmd:     cmd,
+		conn:    conn,
+		pending: make(map[uint64]chan ipc.Message),
+		ready:   make(chan error, 1),
+		done:    make(chan struct{}),
+		waited:  make(chan error, 1),
+	}
+	go func() { e.waited <- cmd.Wait() }()
+	go e.readLoop()
+	if err := conn.SendBody(ipc.TypeEngineStart, 0, start, link); err != nil {
+		e.kill()
+		return nil, fmt.Errorf("start engine: %w", err)
+	}
+	if err := e.waitReady(ctx); err != nil {
+		e.kill()
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *engineProc) waitReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, engineReadyTimeout)
+	defer cancel()
+	select {
+	case err := <-e.ready:
+		return err
+	case <-e.done:
+		return fmt.Errorf("engine exited before it was ready: %w", e.exitReason())
+	case <-ctx.Done():
+		return fmt.Errorf("engine not ready: %w", ctx.Err())
+	}
+}
+
+// readLoop dispatches the engine's messages until the connection ends.
+func (e *engineProc) readLoop() {
+	defer close(e.done)
+	for {
+		m, files, err := e.conn.Recv()
+		for _, f := range files {
+			f.Close() // the engine never sends fds; do not leak any
+		}
+		if err != nil {
+			return
+		}
+		switch m.Type {
+		case ipc.TypeReady:
+			e.signalReady(nil)
+		case ipc.TypeError:
+			err := errors.New(m.Error)
+			e.errMu.Lock()
+			e.fatal = err
+			e.errMu.Unlock()
+			e.signalReady(err)
+		case ipc.TypeReply:
+			e.mu.Lock()
+			ch := e.pending[m.Seq]
+			delete(e.pending, m.Seq)
+			e.mu.Unlock()
+			if ch != nil {
+				ch <- m
+			}
+		}
+	}
+}
+
+func (e *engineProc) signalReady(err error) {
+	select {
+	case e.ready <- err:
+	default:
+	}
+}
+
+// exitReason says why the engine ended: its own report, or its exit status.
+func (e *engineProc) exitReason() error {
+	e.errMu.Lock()
+	defer e.errMu.Unlock()
+	if e.fatal != nil {
+		return e.fatal
+	}
+	return errors.New("connection to engine lost")
+}
+
+// request sends one request and waits for its reply.
+func (e *engineProc) request(ctx context.Context, t string, body any, files ...*os.File) error {
+	ch := make(chan ipc.Message, 1)
+	e.mu.Lock()
+	e.seq++
+	seq := e.seq
+	e.pending[seq] = ch
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		delete(e.pending, seq)
+		e.mu.Unlock()
+	}()
+	if err := e.conn.SendBody(t, seq, body, files...); err != nil {
+		return err
+	}
+	select {
+	case m := <-ch:
+		if m.Error != "" {
+			return errors.New(m.Error)
+		}
+		return nil
+	case <-e.done:
+		return fmt.Errorf("%s: engine gone: %w", t, e.exitReason())
+	case <-ctx.Done():
+		return fmt.Errorf("%s: %w", t, ctx.Err())
+	}
+}
+
+// AddForward asks the engine to serve a host socket the supervisor bound.
+func (e *engineProc) AddForward(ctx context.Context, fwd proto.Forward, sock *os.File) error {
+	return e.request(ctx, ipc.TypeAddForward, fwd, sock)
+}
+
+// RemoveForward asks the engine to stop serving forward id.
+func (e *engineProc) RemoveForward(ctx context.Context, id int) error {
+	return e.request(ctx, ipc.TypeRemoveForward, proto.Forward{ID: id})
+}
+
+// Done is closed when the engine's ipc connection ends (it exited or died).
+func (e *engineProc) Done() <-chan struct{} { return e.done }
+
+// shutdown asks the engine to exit and waits a bounded time, then kills it.
+func (e *engineProc) shutdown(timeout time.Duration) {
+	_ = e.conn.SendBody(ipc.TypeShutdown, 0, nil)
+	select {
+	case <-e.waited:
+	case <-time.After(timeout):
+		e.kill()
+		return
+	}
+	e.conn.Close()
+}
+
+func (e *engineProc) kill() {
+	_ = e.cmd.Process.Kill()
+	<-e.waited
+	e.conn.Close()
+}
