@@ -58,6 +58,9 @@ type options struct {
 	pingIdle       time.Duration
 	maxPingFlows   int
 	noServices     bool
+	// openPing opens the host socket of a ping session (tests replace it
+	// so that no echo request leaves the test).
+	openPing func(dst, laddr netip.Addr) (net.Conn, error)
 }
 
 func defaultOptions() options {
@@ -71,6 +74,7 @@ func defaultOptions() options {
 		synLimitPerSrc: defaultSYNLimitPerSrc,
 		pingIdle:       defaultPingIdle,
 		maxPingFlows:   defaultMaxPingFlows,
+		openPing:       openPingSocket,
 	}
 }
 

@@ -156,3 +156,10 @@ func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(b), "\n"))
 	return len(b), nil
 }
+
+// policy4Only is testConfig without IPv6.
+func policy4Only() policy.Config {
+	c := testConfig()
+	c.EnableIPv6 = false
+	return c
+}

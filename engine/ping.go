@@ -90,7 +90,7 @@ func (p *pinger) flow(key pingKey) (*pingFlow, error) {
 	if len(p.flows) >= p.e.opts.maxPingFlows {
 		return nil, fmt.Errorf("too many ping sessions")
 	}
-	conn, err := openPingSocket(key.dst, p.e.outboundFor(key.dst))
+	conn, err := p.e.opts.openPing(key.dst, p.e.outboundFor(key.dst))
 	if err != nil {
 		return nil, err
 	}

@@ -59,9 +59,11 @@ func serve(fd int, stderr io.Writer) int {
 		err = conn.SendBody(ipc.TypeTap, 0, info, tap)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "slirp4netns helper: %v\n", err)
-		// Best effort: the supervisor also sees our exit status.
-		_ = conn.Send(ipc.Message{Type: ipc.TypeError, Error: err.Error()})
+		// The supervisor prints the error it receives; print it here only
+		// when it cannot be delivered, so the user sees it exactly once.
+		if serr := conn.Send(ipc.Message{Type: ipc.TypeError, Error: err.Error()}); serr != nil {
+			fmt.Fprintf(stderr, "slirp4netns helper: %v\n", err)
+		}
 		return 1
 	}
 	return 0

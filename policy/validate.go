@@ -147,7 +147,7 @@ func ValidateTarget(t NetnsType, target string) error {
 			return errors.New(msgPID)
 		}
 	case NetnsTapFD:
-		if n, ok := ParseCInt(target); !ok || n < 0 || n > math.MaxInt32 {
+		if n, ok := ParseCInt(target); !ok || target == "" || n < 0 || n > math.MaxInt32 {
 			return errors.New(msgTapFD)
 		}
 	case NetnsPath:
@@ -158,6 +158,20 @@ func ValidateTarget(t NetnsType, target string) error {
 		return errors.New(msgNetnsType)
 	}
 	return nil
+}
+
+// CanonicalTarget returns the positional argument as the rest of the
+// program should use it: a PID or fd in canonical decimal (the C version
+// accepts " +42" and uses the number), a path unchanged. It assumes
+// ValidateTarget accepted it.
+func CanonicalTarget(t NetnsType, target string) string {
+	if t == NetnsPath {
+		return target
+	}
+	if n, ok := ParseCInt(target); ok {
+		return strconv.FormatInt(n, 10)
+	}
+	return target
 }
 
 // ValidateTapFDConflicts rejects options that need the helper, which does
@@ -252,8 +266,9 @@ func ValidateTapName(name string) error {
 // of the C version (first the checks it makes while parsing argv, then
 // those it makes when building the slirp configuration). Empty NetnsType
 // and TargetType mean the defaults; Validate fills them in for the netns
-// target type. It is pure: interface existence, namespace paths and fds
-// are checked by the supervisor.
+// target type, and rewrites a PID or fd Target in canonical decimal. It is
+// pure: interface existence, namespace paths and fds are checked by the
+// supervisor.
 func Validate(cfg *Config) error {
 	checks := []func(*Config) error{
 		func(c *Config) error { return ValidateMTU(c.MTU) },
@@ -302,6 +317,7 @@ func validateTargetKind(cfg *Config) error {
 	if err := ValidateTarget(cfg.NetnsType, cfg.Target); err != nil {
 		return err
 	}
+	cfg.Target = CanonicalTarget(cfg.NetnsType, cfg.Target)
 	if err := ValidateTapFDConflicts(cfg); err != nil {
 		return err
 	}

@@ -57,6 +57,7 @@ func TestValidate(t *testing.T) {
 		{name: "pid empty", edit: func(c *Config) { c.Target = "" }, wantErr: "PID must be a positive integer"},
 		{name: "pid overflow", edit: func(c *Config) { c.Target = "4294967297" }, wantErr: "PID must be a positive integer"},
 		{name: "tapfd negative", edit: func(c *Config) { c.NetnsType, c.Target = NetnsTapFD, "-1" }, wantErr: "TAPFD must be a file descriptor"},
+		{name: "tapfd empty", edit: func(c *Config) { c.NetnsType, c.Target = NetnsTapFD, "" }, wantErr: "TAPFD must be a file descriptor"},
 		{name: "tapfd configure", edit: func(c *Config) { c.NetnsType, c.Target, c.Configure = NetnsTapFD, "3", true },
 			wantErr: "--configure conflicts with --netns-type=tapfd"},
 		{name: "path empty", edit: func(c *Config) { c.NetnsType, c.Target = NetnsPath, "" }, wantErr: "missing PID|PATH"},
@@ -111,6 +112,29 @@ func TestValidateFillsDefaults(t *testing.T) {
 	}
 	if b.NetnsType != "" {
 		t.Fatalf("bess NetnsType = %q, want empty", b.NetnsType)
+	}
+}
+
+func TestCanonicalTarget(t *testing.T) {
+	tests := []struct {
+		t            NetnsType
+		target, want string
+	}{
+		{NetnsPID, "1234", "1234"},
+		{"", " +1234", "1234"},
+		{NetnsTapFD, "007", "7"},
+		{NetnsPath, " +1234", " +1234"},
+		{NetnsPID, "junk", "junk"},
+	}
+	for _, tt := range tests {
+		if got := CanonicalTarget(tt.t, tt.target); got != tt.want {
+			t.Errorf("CanonicalTarget(%q, %q) = %q, want %q", tt.t, tt.target, got, tt.want)
+		}
+	}
+	c := validConfig()
+	c.Target = "+42"
+	if err := Validate(&c); err != nil || c.Target != "42" {
+		t.Fatalf("Validate: %v, Target %q", err, c.Target)
 	}
 }
 

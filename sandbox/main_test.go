@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 )
 
@@ -39,12 +40,17 @@ const (
 	roleSelfTest = "selftest"
 	roleSockets  = "sockets"
 	roleLight    = "light"
+	// roleActive prints whether the constructor entered the sandbox.
+	roleActive = "active"
+	// roleLightExec applies the light filter, then re-executes itself with
+	// setupExecEnv: the sandbox constructor must then fail cleanly.
+	roleLightExec = "light-exec"
 )
 
 func TestMain(m *testing.M) {
 	switch os.Getenv(childEnv) {
 	case "":
-		os.Exit(m.Run())
+		goleak.VerifyTestMain(m)
 	case roleSetup:
 		os.Exit(setupChild())
 	case roleSelfTest:
@@ -53,6 +59,11 @@ func TestMain(m *testing.M) {
 		os.Exit(socketsChild())
 	case roleLight:
 		os.Exit(lightChild())
+	case roleActive:
+		fmt.Printf("active=%v\n", Active())
+		os.Exit(0)
+	case roleLightExec:
+		os.Exit(lightExecChild())
 	default:
 		fmt.Fprintf(os.Stderr, "unknown %s=%q\n", childEnv, os.Getenv(childEnv))
 		os.Exit(2)
@@ -70,7 +81,7 @@ func setupChild() int {
 		err = unix.Mount(path, "/etc/resolv.conf", "", unix.MS_BIND, "")
 	case "symlink":
 		err = mountSymlink(path, "/etc/resolv.conf")
-	case "":
+	case "none":
 	default:
 		err = fmt.Errorf("unknown setup %q", kind)
 	}
@@ -78,18 +89,36 @@ func setupChild() int {
 		fmt.Fprintf(os.Stderr, "setup: %v\n", err)
 		return 2
 	}
-	env := os.Environ()
-	for _, kv := range strings.Split(os.Getenv(setupExecEnv), ";") {
-		if kv != "" {
-			env = append(env, kv)
-		}
-	}
+	env := withEnv(os.Environ(), strings.Split(os.Getenv(setupExecEnv), ";")...)
 	exe, err := os.Executable()
 	if err == nil {
 		err = unix.Exec(exe, os.Args, env)
 	}
 	fmt.Fprintf(os.Stderr, "setup: exec: %v\n", err)
 	return 2
+}
+
+// withEnv returns env with each KEY=VALUE of set replacing any earlier
+// value of KEY (getenv returns the first match, so appending is not enough).
+func withEnv(env []string, set ...string) []string {
+	keys := map[string]bool{}
+	for _, kv := range set {
+		if k, _, ok := strings.Cut(kv, "="); ok {
+			keys[k] = true
+		}
+	}
+	out := make([]string, 0, len(env)+len(set))
+	for _, kv := range env {
+		if k, _, _ := strings.Cut(kv, "="); !keys[k] {
+			out = append(out, kv)
+		}
+	}
+	for _, kv := range set {
+		if kv != "" {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // mountSymlink mounts the symlink at link itself (not its target) on
@@ -191,6 +220,7 @@ func socketChecks(pair [2]int) []check {
 		{"readv/writev", func() error { return seqpacketIO(pair) }},
 		{"read resolv.conf", func() error { _, err := os.ReadFile("/etc/resolv.conf"); return err }},
 		{"goroutines+gc+timers", goroutinesGC},
+		{"new threads", newThreads},
 		{"verify off", func() error {
 			if Verify() == nil {
 				return errors.New("Verify succeeded outside the sandbox")
@@ -317,6 +347,30 @@ func goroutinesGC() error {
 	return nil
 }
 
+// newThreads makes the runtime create OS threads under the filter: each
+// goroutine locks its thread, blocks in a syscall, and exits locked, which
+// destroys the thread (glibc tries clone3, gets ENOSYS, uses clone).
+func newThreads() error {
+	const n = 8
+	tids := make(chan int, n)
+	for range n {
+		go func() {
+			runtime.LockOSThread()
+			ts := unix.NsecToTimespec(int64(20 * time.Millisecond))
+			_ = unix.Nanosleep(&ts, nil)
+			tids <- unix.Gettid()
+		}()
+	}
+	seen := map[int]bool{}
+	for range n {
+		seen[<-tids] = true
+	}
+	if len(seen) != n {
+		return fmt.Errorf("%d distinct threads, want %d", len(seen), n)
+	}
+	return nil
+}
+
 // lightChild applies the light filter and checks that a denied call fails
 // and an ordinary one works.
 func lightChild() int {
@@ -345,4 +399,18 @@ func lightChild() int {
 	}
 	fmt.Println("OK light")
 	return 0
+}
+
+func lightExecChild() int {
+	if err := ApplyLightSeccomp(); err != nil {
+		fmt.Printf("FAIL light seccomp: %v\n", err)
+		return 1
+	}
+	env := withEnv(os.Environ(), strings.Split(os.Getenv(setupExecEnv), ";")...)
+	exe, err := os.Executable()
+	if err == nil {
+		err = unix.Exec(exe, os.Args, env)
+	}
+	fmt.Printf("FAIL exec: %v\n", err)
+	return 1
 }

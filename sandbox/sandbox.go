@@ -1,17 +1,5 @@
 //go:build linux && cgo
 
-// Package sandbox confines the engine process: --enable-sandbox (a mount
-// namespace whose read-only tmpfs root holds only the host's /etc and /run,
-// no_new_privs, every capability but CAP_NET_BIND_SERVICE dropped) and
-// --enable-seccomp (an allow-list seccomp filter).
-//
-// The sandbox itself is entered by a C constructor (sandbox.c) before the Go
-// runtime starts, because unshare(CLONE_NEWNS) and capset(2) need a
-// single-threaded process. It acts only when the environment holds
-// _SLIRP4NETNS_MODE=engine and _SLIRP4NETNS_SANDBOX=1, which the supervisor
-// sets when it starts the engine; importing the package changes nothing
-// else. The seccomp filter is installed later from Go with TSYNC so that
-// every thread gets it.
 package sandbox
 
 /*
@@ -23,18 +11,6 @@ extern char slirp4netns_sandbox_root_dir[64];
 extern char slirp4netns_sandbox_resolv[PATH_MAX];
 */
 import "C"
-
-// Environment variables read by the constructor in sandbox.c; the names are
-// repeated there.
-const (
-	// ModeEnv and ModeEngine: the constructor acts only in the engine
-	// (same values as supervisor.ModeEnv and supervisor.ModeEngine, which
-	// this package may not import).
-	ModeEnv    = "_SLIRP4NETNS_MODE"
-	ModeEngine = "engine"
-	// SandboxEnv set to "1" asks the constructor to enter the sandbox.
-	SandboxEnv = "_SLIRP4NETNS_SANDBOX"
-)
 
 // Active reports whether the constructor entered the sandbox. When the
 // environment asked for the sandbox and it could not be entered, the process

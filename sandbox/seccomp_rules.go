@@ -66,7 +66,7 @@ var allowGroups = []struct {
 var enosysNames = []string{
 	"clone3", "openat2", "pidfd_open", "pidfd_send_signal", "pidfd_getfd",
 	"io_uring_setup", "io_uring_enter", "io_uring_register", "futex_waitv",
-	"map_shadow_stack", "mseal", "landlock_create_ruleset",
+	"map_shadow_stack", "landlock_create_ruleset",
 }
 
 // cloneNamespaceFlags may never accompany clone(2): the engine creates

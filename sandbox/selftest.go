@@ -3,9 +3,7 @@
 package sandbox
 
 import (
-	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,26 +12,6 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
-)
-
-// Environment of the hidden self-test (for tests, not a user-facing flag).
-const (
-	// SelfTestEnv set to "1" asks the engine to run SelfTest on stdout
-	// once the sandbox and the seccomp filter are in place, and exit.
-	SelfTestEnv = "_SLIRP4NETNS_SANDBOX_SELFTEST"
-	// SelfTestFilesEnv lists, separated by ':', files the test created
-	// outside /etc and /run that the sandboxed engine must not open.
-	SelfTestFilesEnv = "_SLIRP4NETNS_SANDBOX_SELFTEST_FILES"
-)
-
-// SelfTestRequested reports whether SelfTestEnv asks for the self-test.
-func SelfTestRequested() bool { return os.Getenv(SelfTestEnv) == "1" }
-
-// Result words of SelfTest's lines.
-const (
-	selfTestDenied  = "DENIED"
-	selfTestAllowed = "ALLOWED"
-	selfTestInfo    = "INFO"
 )
 
 // forbiddenAction is one thing a compromised engine must not be able to do.
@@ -46,7 +24,9 @@ type forbiddenAction struct {
 // SelfTest tries, from inside the engine, each action the sandbox and the
 // seccomp filter must forbid, and writes one line per action to w:
 // "DENIED <action>: <error>" or "ALLOWED <action>". It also writes "INFO"
-// lines: the effective capabilities and the first line of /etc/resolv.conf.
+// lines: the effective capabilities, the first line of /etc/resolv.conf, the
+// resolv.conf target bound from outside /etc and /run ("-" if none) and
+// whether the sandbox made its own user namespace.
 // It returns an error naming the actions that were allowed.
 func SelfTest(w io.Writer) error {
 	var allowed []string
@@ -64,6 +44,12 @@ func SelfTest(w io.Writer) error {
 		fmt.Fprintf(w, "%s capeff %#x\n", selfTestInfo, eff)
 	}
 	fmt.Fprintf(w, "%s resolv.conf %s\n", selfTestInfo, ResolvFirstLine())
+	target := ResolvTarget()
+	if target == "" {
+		target = "-"
+	}
+	fmt.Fprintf(w, "%s resolv-target %s\n", selfTestInfo, target)
+	fmt.Fprintf(w, "%s own-userns %v\n", selfTestInfo, OwnUserNamespace())
 	if len(allowed) > 0 {
 		return fmt.Errorf("sandbox self-test: allowed: %s", strings.Join(allowed, ", "))
 	}
@@ -169,31 +155,4 @@ func tryUnshareNet() error {
 		res <- unix.Unshare(unix.CLONE_NEWNET)
 	}()
 	return <-res
-}
-
-// ParseSelfTest reads SelfTest's output and returns the actions that were
-// denied and allowed, and the INFO lines as key → value.
-func ParseSelfTest(r io.Reader) (denied, allowed []string, info map[string]string, err error) {
-	info = map[string]string{}
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		word, rest, _ := strings.Cut(sc.Text(), " ")
-		switch word {
-		case selfTestDenied:
-			name, _, _ := strings.Cut(rest, ": ")
-			denied = append(denied, name)
-		case selfTestAllowed:
-			allowed = append(allowed, rest)
-		case selfTestInfo:
-			k, v, _ := strings.Cut(rest, " ")
-			info[k] = v
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, nil, nil, fmt.Errorf("read self-test output: %w", err)
-	}
-	if len(denied)+len(allowed) == 0 {
-		return nil, nil, nil, errors.New("no self-test output")
-	}
-	return denied, allowed, info, nil
 }

@@ -167,6 +167,13 @@ type parser struct {
 // (unless POSIXLY_CORRECT is set). It makes the checks the C version makes
 // while parsing, in its order and with its messages; those errors are
 // *UsageError. TAPNAME defaults to tap0.
+//
+// Deliberate differences from the C version 1.2.0: TAPNAME is optional;
+// --usersns-path (the man page's spelling) is an alias of --userns-path;
+// --netns-type=tapfd (from 1.3) is supported and conflicts with
+// --configure; an unknown --netns-type is an error rather than a path; an
+// MTU below 68 is refused here rather than by libslirp; -6 with an MTU
+// below 1280 adds a warning; a PID or fd is stored in canonical decimal.
 func ParseArgs(args []string) (Options, error) {
 	_, posix := os.LookupEnv("POSIXLY_CORRECT")
 	p := &parser{requireOrder: posix}
@@ -285,7 +292,9 @@ func (p *parser) short(args []string, i int) (int, error) {
 		c := cluster[j]
 		o, ok := shortOpts[c]
 		if !ok {
-			return i, usageErrorf("%s: invalid option -- '%c'", progName, c)
+			// The byte itself, as glibc prints it (%c of a byte would
+			// print the rune of that value).
+			return i, usageErrorf("%s: invalid option -- '%s'", progName, string([]byte{c}))
 		}
 		if !o.hasArg {
 			if err := p.apply(o.id, ""); err != nil {
@@ -296,7 +305,7 @@ func (p *parser) short(args []string, i int) (int, error) {
 		value := cluster[j+1:]
 		if value == "" {
 			if i+1 >= len(args) {
-				return i, usageErrorf("%s: option requires an argument -- '%c'", progName, c)
+				return i, usageErrorf("%s: option requires an argument -- '%s'", progName, string([]byte{c}))
 			}
 			i++
 			value = args[i]
@@ -498,6 +507,7 @@ func (p *parser) finishTarget() error {
 	if err := policy.ValidateTarget(cfg.NetnsType, cfg.Target); err != nil {
 		return &UsageError{Msg: err.Error()}
 	}
+	cfg.Target = policy.CanonicalTarget(cfg.NetnsType, cfg.Target)
 	if cfg.NetnsType == policy.NetnsPath {
 		if err := unix.Access(cfg.Target, unix.F_OK); err != nil {
 			return usageErrorf("existing path expected when --netns-type=path: %s", errnoText(err))

@@ -6,6 +6,33 @@
 // The server owns the forward table (ids, order, validation) and binds each
 // forward's host socket itself; the engine only receives the bound socket's
 // fd through a Backend, so a compromised engine never chooses what to bind.
+//
+// Use:
+//
+//	ln, err := api.Listen(cfg.APISocket) // 0600, stale file replaced
+//	srv := api.NewServer(engine, api.Options{Plan: plan, EnableIPv6: cfg.EnableIPv6})
+//	go srv.Serve(ln)
+//	defer srv.Close() // closes ln (removing the file) and the host sockets
+//
+// Protocol, as in the C slirp4netns 1.2.0 unless noted: one request per
+// connection, under MaxRequest bytes; the reply is compact JSON without a
+// trailing newline, after which the server shuts down its side. Where we
+// deliberately differ (each case is in the golden test table, which is
+// checked against the C binary):
+//   - a request is complete at the client's SHUT_WR or as soon as a whole
+//     JSON value has arrived (the C reads once), and every connection has a
+//     deadline; connections are served concurrently, up to a bound;
+//   - list_hostfwd replies {"return":{"entries":[...]}} as the man page says
+//     (the C binary omits "return");
+//   - requests that crash the C (add_hostfwd without a string proto) get
+//     "bad arguments.proto";
+//   - ports must be integers 1-65535 and ids integers (the C wraps and
+//     truncates), a non-string host_addr/guest_addr is rejected (the C
+//     ignores it), and guest_addr must be a guest address of the guest
+//     network (the C takes any address);
+//   - host_addr may be IPv6 ("::" binds dual-stack; "0.0.0.0" stays IPv4
+//     only), and with -6 guest_addr may be in fd00::/64; the default
+//     guest_addr stays the IPv4 --configure address. See policy.ParseHostFwd.
 package api
 
 import (

@@ -40,8 +40,8 @@ func TestRealBind(t *testing.T) {
 }
 
 // inspectBackend checks each socket it is handed is what the forward says
-// and records its local address; like the engine it keeps no copy unless
-// hold is set.
+// and records its local address. It keeps no copy, so a socket is released
+// as soon as the server closes its own.
 type inspectBackend struct {
 	mu    sync.Mutex
 	addrs map[int]string

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,6 +28,15 @@ const probeTimeout = time.Second
 // error and is left untouched. Closing the returned listener removes the
 // socket file.
 func Listen(path string) (*net.UnixListener, error) {
+	switch {
+	case path == "":
+		// Go would autobind an abstract socket nobody can find.
+		return nil, errors.New("API socket path is empty")
+	case strings.HasPrefix(path, "@"):
+		// Go takes a leading "@" for the abstract namespace; the C binds a
+		// file of that name, relative to the working directory.
+		path = "./" + path
+	}
 	if err := removeStaleSocket(path); err != nil {
 		return nil, err
 	}

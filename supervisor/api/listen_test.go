@@ -144,3 +144,22 @@ func TestListenMissingDirectory(t *testing.T) {
 		t.Fatalf("got %v, want a not-exist error", err)
 	}
 }
+
+func TestListenOddPaths(t *testing.T) {
+	if ln, err := Listen(""); err == nil {
+		ln.Close()
+		t.Fatal("Listen(\"\") succeeded")
+	}
+	// "@name" is a file in the working directory, as in the C version, not
+	// an abstract socket.
+	dir := t.TempDir()
+	t.Chdir(dir)
+	ln, err := Listen("@api.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if fi, err := os.Lstat(filepath.Join(dir, "@api.sock")); err != nil || fi.Mode().Type() != fs.ModeSocket {
+		t.Fatalf("no socket file @api.sock in the working directory: %v", err)
+	}
+}

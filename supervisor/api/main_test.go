@@ -91,9 +91,6 @@ type fakeBackend struct {
 	removed   []int
 	addErr    error
 	removeErr error
-	// keep, when set, receives a duplicate of each socket (as the engine
-	// would hold one); nil means the fake keeps nothing.
-	keep func(id int, f *os.File)
 }
 
 func newFakeBackend() *fakeBackend { return &fakeBackend{added: make(map[int]proto.Forward)} }

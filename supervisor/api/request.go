@@ -119,12 +119,19 @@ func readRequest(r io.Reader) (req []byte, tooLarge bool, err error) {
 // change the answer.
 func requestComplete(buf []byte) bool {
 	var v json.RawMessage
-	err := json.NewDecoder(bytes.NewReader(buf)).Decode(&v)
+	dec := json.NewDecoder(bytes.NewReader(buf))
+	err := dec.Decode(&v)
 	if err == nil {
-		return true
+		// A number is only known to be whole once a byte follows it:
+		// "0" may be the start of "0.A".
+		return !isNumber(v) || dec.InputOffset() < int64(len(buf))
 	}
 	var syntaxErr *json.SyntaxError
 	return errors.As(err, &syntaxErr)
+}
+
+func isNumber(v json.RawMessage) bool {
+	return len(v) > 0 && (v[0] == '-' || (v[0] >= '0' && v[0] <= '9'))
 }
 
 // handle answers one request. It never panics on any input.
