@@ -58,6 +58,7 @@ type options struct {
 	pingIdle       time.Duration
 	maxPingFlows   int
 	noServices     bool
+	congestion     string // TCP congestion control; default congestionControl
 	// openPing opens the host socket of a ping session (tests replace it
 	// so that no echo request leaves the test).
 	openPing func(dst, laddr netip.Addr) (net.Conn, error)
@@ -75,6 +76,7 @@ func defaultOptions() options {
 		pingIdle:       defaultPingIdle,
 		maxPingFlows:   defaultMaxPingFlows,
 		openPing:       openPingSocket,
+		congestion:     congestionControl,
 	}
 }
 
@@ -192,7 +194,7 @@ func New(cfg policy.Config, ep stack.LinkEndpoint, opts ...Option) (*Engine, err
 	}
 	e.stack = newStack()
 	e.ping = newPinger(e)
-	if err := configureNIC(e.stack, cfg, plan, newGuard(ep, e)); err != nil {
+	if err := configureNIC(e.stack, cfg, plan, o.congestion, newGuard(ep, e)); err != nil {
 		cancel()
 		e.stack.Close()
 		return nil, fmt.Errorf("engine: %w", err)

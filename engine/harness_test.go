@@ -42,7 +42,7 @@ type wire struct {
 
 func newWire(mtu uint32, addrA, addrB tcpip.LinkAddress) *wire {
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &wire{a: channel.New(1024, mtu, addrA), b: channel.New(1024, mtu, addrB), cancel: cancel}
+	w := &wire{a: channel.New(wireQueue, mtu, addrA), b: channel.New(wireQueue, mtu, addrB), cancel: cancel}
 	w.a.LinkEPCapabilities = stack.CapabilityResolutionRequired
 	w.b.LinkEPCapabilities = stack.CapabilityResolutionRequired
 	w.wg.Add(2)
@@ -163,3 +163,7 @@ func policy4Only() policy.Config {
 	c.EnableIPv6 = false
 	return c
 }
+
+// wireQueue is the packet queue of each wire direction; a full queue drops,
+// like a TAP's.
+var wireQueue = 1024

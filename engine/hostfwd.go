@@ -8,7 +8,10 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -32,8 +35,8 @@ type forward struct {
 	id    int
 	guest netip.AddrPort
 
-	closer   interface{ Close() error } // the listener or UDP socket
-	conns    connSet                    // its connections and flows
+	closer   socket  // the listener or UDP socket
+	conns    connSet // its connections and flows
 	wg       sync.WaitGroup
 	closing  chan struct{}
 	closeMux sync.Once
@@ -57,8 +60,13 @@ func (e *Engine) AddForward(fwd proto.Forward, sock *os.File) error {
 		if err != nil {
 			return fmt.Errorf("forward %d: adopt TCP listener: %w", fwd.ID, err)
 		}
-		f.closer = ln
-		serve = func() { f.serveTCP(ln) }
+		tl, ok := ln.(*net.TCPListener)
+		if !ok {
+			ln.Close()
+			return fmt.Errorf("forward %d: not a TCP listener (%T)", fwd.ID, ln)
+		}
+		f.closer = tl
+		serve = func() { f.serveTCP(tl) }
 	case "udp":
 		pc, err := net.FilePacketConn(sock)
 		if err != nil {
@@ -103,6 +111,25 @@ func (e *Engine) RemoveForward(id int) error {
 	return nil
 }
 
+// socket is a host socket the engine serves (*net.TCPListener,
+// *net.UDPConn).
+type socket interface {
+	SyscallConn() (syscall.RawConn, error)
+	Close() error
+}
+
+// shutdownAndClose shuts s down, then closes it. Close alone does not
+// interrupt an Accept or Read blocked in the kernel, which happens when the
+// socket's file description was switched back to blocking mode by another
+// holder (any os.File.Fd() call on the supervisor's copy does that); a
+// shutdown wakes such a call in every case.
+func shutdownAndClose(s socket) {
+	if rc, err := s.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) { _ = unix.Shutdown(int(fd), unix.SHUT_RDWR) })
+	}
+	_ = s.Close()
+}
+
 // forwardTarget validates the guest side of a forward.
 func (e *Engine) forwardTarget(fwd proto.Forward) (netip.AddrPort, error) {
 	addr := e.plan.Guest
@@ -135,7 +162,7 @@ func (f *forward) goFunc(fn func()) {
 func (f *forward) close() {
 	f.closeMux.Do(func() {
 		close(f.closing)
-		f.closer.Close()
+		shutdownAndClose(f.closer)
 		f.conns.closeAll()
 	})
 	f.wg.Wait()

@@ -37,7 +37,12 @@ func hostTCPListener(t *testing.T) (*os.File, netip.AddrPort) {
 // reports each connection's remote address.
 func guestEcho(t *testing.T, tb *testBed, port uint16) <-chan net.Addr {
 	t.Helper()
-	ln, err := gonet.ListenTCP(tb.guest, tcpip.FullAddress{NIC: 1, Addr: tcpAddr(tb.eng.Plan().Guest), Port: port}, ipv4.ProtocolNumber)
+	return guestEchoOn(t, tb, netip.AddrPortFrom(tb.eng.Plan().Guest, port))
+}
+
+func guestEchoOn(t *testing.T, tb *testBed, addr netip.AddrPort) <-chan net.Addr {
+	t.Helper()
+	ln, err := gonet.ListenTCP(tb.guest, tcpip.FullAddress{NIC: 1, Addr: tcpAddr(addr.Addr()), Port: addr.Port()}, protoOf(addr.Addr()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,6 +144,30 @@ func TestForwardTCPRealClientAddress(t *testing.T) {
 	a := <-peers
 	if got := a.(*net.TCPAddr).AddrPort().Addr(); got != client.Addr() {
 		t.Fatalf("guest saw client %s, want %s", got, client.Addr())
+	}
+}
+
+func TestForwardTCPToIPv6Guest(t *testing.T) {
+	noLeaks(t)
+	tb := newTestBed(t, testConfig())
+	peers := guestEchoOn(t, tb, netip.AddrPortFrom(tb.eng.Plan().Guest6, 8082))
+	f, hostAddr := hostTCPListener(t)
+	if err := tb.eng.AddForward(proto.Forward{ID: 4, Proto: "tcp", GuestAddr: "fd00::100", GuestPort: 8082}, f); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.DialTimeout("tcp", hostAddr.String(), 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.Write([]byte("six"))
+	buf := make([]byte, 3)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "six" {
+		t.Fatalf("echo: %q %v", buf, err)
+	}
+	if got := (<-peers).(*net.TCPAddr).AddrPort().Addr(); got != tb.eng.Plan().Gateway6 {
+		t.Fatalf("guest saw %s, want %s", got, tb.eng.Plan().Gateway6)
 	}
 }
 

@@ -33,10 +33,6 @@ func Main() int {
 	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
 		logger.Printf("prctl(PR_SET_PDEATHSIG): %v", err)
 	}
-	if os.Getppid() == 1 {
-		logger.Print("supervisor already gone")
-		return 1
-	}
 	conn, err := ipc.FromFD(ipcFD)
 	if err != nil {
 		logger.Print(err)

@@ -153,7 +153,7 @@ func TestMainProtocol(t *testing.T) {
 		wantErr bool
 	}{
 		{ipc.TypeAddForward, proto.Forward{ID: 1, Proto: "tcp", GuestPort: 80}, lf, false},
-		{ipc.TypeAddForward, proto.Forward{ID: 1, Proto: "tcp", GuestPort: 80}, lf, true}, // duplicate id
+		{ipc.TypeAddForward, proto.Forward{ID: 1, Proto: "tcp", GuestPort: 80}, lf, true},  // duplicate id
 		{ipc.TypeAddForward, proto.Forward{ID: 2, Proto: "tcp", GuestPort: 80}, nil, true}, // no fd
 		{ipc.TypeRemoveForward, proto.Forward{ID: 1}, nil, false},
 		{ipc.TypeRemoveForward, proto.Forward{ID: 1}, nil, true},

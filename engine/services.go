@@ -8,7 +8,9 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 
+	"github.com/slirp4netns-go/slirp4netns/engine/dhcp"
 	"github.com/slirp4netns-go/slirp4netns/engine/dns"
+	"github.com/slirp4netns-go/slirp4netns/engine/ra"
 )
 
 // startServices starts the built-in services on the stack: the DNS relay on
@@ -19,7 +21,16 @@ func (e *Engine) startServices() error {
 	if !e.cfg.DisableDNS {
 		e.startDNS()
 	}
-	// DHCP and RA: wired here once engine/dhcp and engine/ra exist.
+	dhcpOpts := dhcp.Options{MTU: e.cfg.MTU, DisableDNS: e.cfg.DisableDNS}
+	e.runService("dhcp", func(ctx context.Context) error {
+		return dhcp.Serve(ctx, e.stack, nicID, e.plan, dhcpOpts)
+	})
+	if e.cfg.EnableIPv6 {
+		raOpts := ra.Options{MTU: e.cfg.MTU, DisableDNS: e.cfg.DisableDNS}
+		e.runService("ra", func(ctx context.Context) error {
+			return ra.Serve(ctx, e.stack, nicID, e.plan, raOpts)
+		})
+	}
 	return nil
 }
 

@@ -73,8 +73,7 @@ func (u *udpNAT) handle(r *udp.ForwarderRequest) bool {
 	}
 	host, err := u.dial(target, id.LocalPort)
 	if err != nil {
-		u.e.logf("udp %s: %v", target, err)
-		return false
+		return false // e.g. no route: the guest gets port unreachable
 	}
 	var wq waiter.Queue
 	ep, terr := r.CreateEndpoint(&wq)

@@ -23,12 +23,15 @@ const (
 
 // Environment of the hidden self-test (for tests, not a user-facing flag).
 const (
-	// SelfTestEnv set to "1" asks the engine to run SelfTest on stdout
-	// once the sandbox and the seccomp filter are in place, and exit.
+	// SelfTestEnv set to "1" asks the engine to run SelfTest once the
+	// sandbox and the seccomp filter are in place, and exit.
 	SelfTestEnv = "_SLIRP4NETNS_SANDBOX_SELFTEST"
 	// SelfTestFilesEnv lists, separated by ':', files the test created
 	// outside /etc and /run that the sandboxed engine must not open.
 	SelfTestFilesEnv = "_SLIRP4NETNS_SANDBOX_SELFTEST_FILES"
+	// SelfTestAbstractEnv names an abstract unix socket ("@name") the test
+	// listens on, that the engine must not reach.
+	SelfTestAbstractEnv = "_SLIRP4NETNS_SANDBOX_SELFTEST_ABSTRACT"
 )
 
 // SelfTestRequested reports whether SelfTestEnv asks for the self-test.

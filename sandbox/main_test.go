@@ -6,8 +6,10 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"os/exec"
 	"runtime"
 	"strings"
 	"syscall"
@@ -38,8 +40,13 @@ const (
 const (
 	roleSetup    = "setup"
 	roleSelfTest = "selftest"
-	roleSockets  = "sockets"
-	roleLight    = "light"
+	// roleSandboxOnly is roleSelfTest without the seccomp filter.
+	roleSandboxOnly = "sandbox-only"
+	roleSockets     = "sockets"
+	roleLight       = "light"
+	// roleICMP runs in a network namespace of its own, allows ICMP echo
+	// sockets there and pings 127.0.0.1 under the filter.
+	roleICMP = "icmp"
 	// roleActive prints whether the constructor entered the sandbox.
 	roleActive = "active"
 	// roleLightExec applies the light filter, then re-executes itself with
@@ -54,11 +61,15 @@ func TestMain(m *testing.M) {
 	case roleSetup:
 		os.Exit(setupChild())
 	case roleSelfTest:
-		os.Exit(selfTestChild())
+		os.Exit(selfTestChild(true))
+	case roleSandboxOnly:
+		os.Exit(selfTestChild(false))
 	case roleSockets:
 		os.Exit(socketsChild())
 	case roleLight:
 		os.Exit(lightChild())
+	case roleICMP:
+		os.Exit(icmpChild())
 	case roleActive:
 		fmt.Printf("active=%v\n", Active())
 		os.Exit(0)
@@ -81,6 +92,19 @@ func setupChild() int {
 		err = unix.Mount(path, "/etc/resolv.conf", "", unix.MS_BIND, "")
 	case "symlink":
 		err = mountSymlink(path, "/etc/resolv.conf")
+	case "propagate":
+		// Mount first now and second when the parent says so, from this
+		// (shared) namespace while the sandboxed child runs.
+		first, second, _ := strings.Cut(path, ",")
+		if err := unix.Mount(first, "/etc/resolv.conf", "", unix.MS_BIND, ""); err != nil {
+			fmt.Fprintf(os.Stderr, "setup: %v\n", err)
+			return 2
+		}
+		if err := unix.Mount("", "/", "", unix.MS_SHARED|unix.MS_REC, ""); err != nil {
+			fmt.Fprintf(os.Stderr, "setup: make / shared: %v\n", err)
+			return 2
+		}
+		return propagateChild(second)
 	case "none":
 	default:
 		err = fmt.Errorf("unknown setup %q", kind)
@@ -96,6 +120,39 @@ func setupChild() int {
 	}
 	fmt.Fprintf(os.Stderr, "setup: exec: %v\n", err)
 	return 2
+}
+
+// propagateChild runs the sandboxed child, relays the parent's go-ahead
+// line to it after mounting second on /etc/resolv.conf, and returns its
+// exit status.
+func propagateChild(second string) int {
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "setup: %v\n", err)
+		return 2
+	}
+	cmd := exec.Command(exe, os.Args[1:]...)
+	cmd.Env = withEnv(os.Environ(), strings.Split(os.Getenv(setupExecEnv), ";")...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	in, err := cmd.StdinPipe()
+	if err == nil {
+		err = cmd.Start()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "setup: %v\n", err)
+		return 2
+	}
+	line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+	if err := unix.Mount(second, "/etc/resolv.conf", "", unix.MS_BIND, ""); err != nil {
+		fmt.Fprintf(os.Stderr, "setup: mount over resolv.conf: %v\n", err)
+	}
+	io.WriteString(in, line)
+	in.Close()
+	if err := cmd.Wait(); err != nil {
+		fmt.Fprintf(os.Stderr, "setup: child: %v\n", err)
+		return 1
+	}
+	return 0
 }
 
 // withEnv returns env with each KEY=VALUE of set replacing any earlier
@@ -140,26 +197,35 @@ func mountSymlink(link, target string) error {
 // applies the filter, runs SelfTest, then waits for a line on stdin and
 // prints resolv.conf again so the parent can check that a change made on
 // the host is visible.
-func selfTestChild() int {
+func selfTestChild(withSeccomp bool) int {
 	if !Active() {
 		fmt.Println("FAIL sandbox not active")
 		return 1
 	}
-	if err := Verify(); err != nil {
-		fmt.Printf("FAIL verify: %v\n", err)
+	if err := Confine(true, withSeccomp); err != nil {
+		fmt.Printf("FAIL confine: %v\n", err)
 		return 1
 	}
 	fmt.Println("INFO verify ok")
-	if err := ApplySeccomp(); err != nil {
-		fmt.Printf("FAIL seccomp: %v\n", err)
-		return 1
-	}
-	// Verify must work under the filter too (the engine may call it late).
-	if err := Verify(); err != nil {
-		fmt.Printf("FAIL verify under seccomp: %v\n", err)
-		return 1
+	if withSeccomp {
+		// Verify must work under the filter too (the engine may call it late).
+		if err := Verify(); err != nil {
+			fmt.Printf("FAIL verify under seccomp: %v\n", err)
+			return 1
+		}
 	}
 	_ = SelfTest(os.Stdout)
+	// The engine's work still works in the sandbox: host sockets (the
+	// engine stays in the host network namespace), netlink.
+	for _, c := range sandboxedNetChecks() {
+		if err := c.run(); err != nil {
+			fmt.Printf("FAIL %s: %v\n", c.name, err)
+			return 1
+		}
+		fmt.Printf("INFO net-%s ok\n", strings.ReplaceAll(c.name, " ", "-"))
+	}
+	_, err := os.Stat("/run")
+	fmt.Printf("INFO run-visible %v\n", err == nil)
 	fmt.Println("INFO waiting")
 	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
 		fmt.Printf("FAIL read stdin: %v\n", err)
@@ -179,12 +245,25 @@ func socketsChild() int {
 		fmt.Printf("FAIL socketpair: %v\n", err)
 		return 1
 	}
-	if err := ApplySeccomp(); err != nil {
+	// Made before the filter, as the supervisor makes forwards' listeners.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Printf("FAIL listen: %v\n", err)
+		return 1
+	}
+	defer ln.Close()
+	lnFile, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		fmt.Printf("FAIL listener file: %v\n", err)
+		return 1
+	}
+	defer lnFile.Close()
+	if err := Confine(false, true); err != nil {
 		fmt.Printf("FAIL seccomp: %v\n", err)
 		return 1
 	}
 	failed := 0
-	for _, c := range socketChecks(pair) {
+	for _, c := range append(socketChecks(pair), listenerChecks(lnFile)...) {
 		if err := c.run(); err != nil {
 			fmt.Printf("FAIL %s: %v\n", c.name, err)
 			failed++
@@ -234,6 +313,55 @@ func socketChecks(pair [2]int) []check {
 			}
 			return nil
 		}},
+	}
+}
+
+// listenerChecks: accepting on a listener made before the filter and handed
+// over as a file (as the supervisor hands forwards to the engine) works,
+// making a new one does not.
+func listenerChecks(f *os.File) []check {
+	return []check{
+		{"accept on a handed-over listener", func() error {
+			ln, err := net.FileListener(f)
+			if err != nil {
+				return err
+			}
+			defer ln.Close()
+			errc := make(chan error, 1)
+			go func() {
+				c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+				if err == nil {
+					c.Close()
+				}
+				errc <- err
+			}()
+			c, err := ln.Accept()
+			if err != nil {
+				return err
+			}
+			c.Close()
+			return <-errc
+		}},
+		{"listen denied", func() error {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err == nil {
+				l.Close()
+				return errors.New("listen succeeded")
+			}
+			if !errors.Is(err, unix.EPERM) {
+				return fmt.Errorf("listen: %w, want EPERM", err)
+			}
+			return nil
+		}},
+	}
+}
+
+// sandboxedNetChecks are the socket checks that also run in the sandbox.
+func sandboxedNetChecks() []check {
+	return []check{
+		{"tcp dial", func() error { return dialTCP(os.Getenv(dialEnv)) }},
+		{"udp", udpLoopback},
+		{"interfaces", func() error { _, err := net.Interfaces(); return err }},
 	}
 }
 
@@ -413,4 +541,72 @@ func lightExecChild() int {
 	}
 	fmt.Printf("FAIL exec: %v\n", err)
 	return 1
+}
+
+// icmpChild: in its own network namespace (root there), it brings lo up and
+// opens ping_group_range to its gid 0 (the only one mapped), then pings 127.0.0.1 through an unprivileged ICMP
+// socket under the engine filter, as the engine's ping relay does.
+func icmpChild() int {
+	if err := os.WriteFile("/proc/sys/net/ipv4/ping_group_range", []byte("0 0"), 0); err != nil {
+		fmt.Printf("FAIL ping_group_range: %v\n", err)
+		return 1
+	}
+	if err := loUp(); err != nil {
+		fmt.Printf("FAIL lo up: %v\n", err)
+		return 1
+	}
+	if err := ApplySeccomp(); err != nil {
+		fmt.Printf("FAIL seccomp: %v\n", err)
+		return 1
+	}
+	if err := ping4(); err != nil {
+		fmt.Printf("FAIL ping: %v\n", err)
+		return 1
+	}
+	fmt.Println("OK ping")
+	return 0
+}
+
+func loUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+}
+
+// ping4 sends one ICMP echo request to 127.0.0.1 and waits for the reply.
+func ping4() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+	if err != nil {
+		return fmt.Errorf("socket: %w", err)
+	}
+	defer unix.Close(fd)
+	tv := unix.NsecToTimeval(int64(5 * time.Second))
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return err
+	}
+	// Type 8 (echo request), code 0; the kernel fills the checksum and id.
+	req := []byte{8, 0, 0, 0, 0, 0, 0, 1, 'h', 'i'}
+	if err := unix.Sendto(fd, req, 0, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return fmt.Errorf("sendto: %w", err)
+	}
+	buf := make([]byte, 64)
+	n, _, err := unix.Recvfrom(fd, buf, 0)
+	if err != nil {
+		return fmt.Errorf("recvfrom: %w", err)
+	}
+	if n < 8 || buf[0] != 0 {
+		return fmt.Errorf("reply %x is not an echo reply", buf[:n])
+	}
+	return nil
 }

@@ -22,6 +22,9 @@ func OwnUserNamespace() bool { return false }
 // in this build.
 func ResolvTarget() string { return "" }
 
+// LandlockABI returns 0: no Landlock domain in this build.
+func LandlockABI() int { return 0 }
+
 // Verify fails: this build has no sandbox.
 func Verify() error { return errNoCgo }
 
@@ -30,6 +33,14 @@ func CapEff() (uint64, error) { return 0, errNoCgo }
 
 // ApplySeccomp fails: this build has no libseccomp.
 func ApplySeccomp() error { return errNoCgo }
+
+// Confine fails when asked for anything: this build has no sandbox.
+func Confine(enableSandbox, enableSeccomp bool) error {
+	if enableSandbox || enableSeccomp {
+		return errNoCgo
+	}
+	return nil
+}
 
 // ApplyLightSeccomp fails: this build has no libseccomp.
 func ApplyLightSeccomp() error { return errNoCgo }

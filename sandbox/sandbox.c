@@ -26,7 +26,8 @@
  *   3. a read-only tmpfs root holding only /etc and /run of the host
  *      (read-only) plus the resolv.conf target when it lives elsewhere;
  *   4. no_new_privs, every capability but CAP_NET_BIND_SERVICE dropped from
- *      the bounding, ambient, inheritable, permitted and effective sets.
+ *      the bounding, ambient, inheritable, permitted and effective sets;
+ *   5. when the kernel has it, a Landlock domain (see restrict_landlock).
  */
 
 #define _GNU_SOURCE
@@ -66,11 +67,32 @@ struct s4_mount_attr {
 	uint64_t userns_fd;
 };
 
+/*
+ * Landlock (Linux 5.13+), also spelled out: the headers of older distributions
+ * lack the newer fields. Syscall numbers are the same on every architecture.
+ */
+#define S4_SYS_LANDLOCK_CREATE_RULESET 444
+#define S4_SYS_LANDLOCK_RESTRICT_SELF 446
+#define S4_LANDLOCK_CREATE_RULESET_VERSION (1U << 0)
+struct s4_landlock_ruleset_attr {
+	uint64_t handled_access_fs;
+	uint64_t handled_access_net;
+	uint64_t scoped;
+};
+/* Filesystem rights the engine never needs (it only reads): execute, write,
+ * create, remove, link/rename across directories (ABI 2), truncate (ABI 3). */
+#define S4_LL_FS_V1 ((1ULL << 0) | (1ULL << 1) | (0x3fULL << 4) | (1ULL << 10) | (1ULL << 11) | (1ULL << 12))
+#define S4_LL_FS_REFER (1ULL << 13)
+#define S4_LL_FS_TRUNCATE (1ULL << 14)
+/* ABI 6: no abstract unix sockets nor signals outside the domain. */
+#define S4_LL_SCOPE_ABSTRACT_UNIX_SOCKET (1ULL << 0)
+#define S4_LL_SCOPE_SIGNAL (1ULL << 1)
+
 /* Read from Go (sandbox.go). */
+int slirp4netns_sandbox_landlock_abi;
 int slirp4netns_sandbox_active;
 int slirp4netns_sandbox_userns;
 int slirp4netns_sandbox_cap_last;
-char slirp4netns_sandbox_root_dir[64];
 char slirp4netns_sandbox_resolv[PATH_MAX];
 
 /* Where the new root's tmpfs may be mounted: existing directories that are
@@ -157,6 +179,26 @@ static void write_file(const char *path, const char *data, const char *step)
 }
 
 /*
+ * limit_nested_userns forbids user namespaces below ours (as bubblewrap's
+ * --disable-userns does): without --enable-seccomp, a compromised engine
+ * could otherwise get every capability again in a nested namespace and reach
+ * kernel code that is only open to namespace root. The limit belongs to our
+ * own user namespace, so this never changes the host's. Best effort: kernels
+ * before 4.9 have no such limit.
+ */
+static void limit_nested_userns(void)
+{
+	int fd = open("/proc/sys/user/max_user_namespaces", O_WRONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	if (write(fd, "0", 1) != 1) {
+		/* Keep going: the rest of the sandbox holds. */
+	}
+	close(fd);
+}
+
+/*
  * own_userns creates a user namespace mapping only our uid and gid (to 0),
  * together with the mount namespace, which it then owns.
  */
@@ -175,6 +217,7 @@ static void own_userns(void)
 	snprintf(map, sizeof(map), "0 %u 1", (unsigned)gid);
 	write_file("/proc/self/gid_map", map, "write /proc/self/gid_map");
 	slirp4netns_sandbox_userns = 1;
+	limit_nested_userns();
 }
 
 static void new_namespaces(void)
@@ -312,8 +355,6 @@ static const char *mount_new_root(void)
 		if (mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
 			  "mode=0755,size=1m,nr_inodes=4096") < 0)
 			fail("mount tmpfs for the new root");
-		snprintf(slirp4netns_sandbox_root_dir, sizeof(slirp4netns_sandbox_root_dir),
-			 "%s", dir);
 		return dir;
 	}
 	errno = ENOENT;
@@ -382,6 +423,41 @@ static void drop_caps(int last)
 		fail("capset");
 }
 
+/*
+ * restrict_landlock adds a Landlock domain, best effort (defence in depth for
+ * --enable-sandbox without --enable-seccomp): nothing may be executed,
+ * written, created or removed, and, since Linux 6.12, no signal may be sent
+ * and no abstract unix socket reached outside the engine. A Landlock domain
+ * also forbids ptrace of any process outside it. A kernel without Landlock
+ * (or with it disabled) is not an error: the rest of the sandbox holds.
+ * Needs no_new_privs, which drop_caps set.
+ */
+static void restrict_landlock(void)
+{
+	struct s4_landlock_ruleset_attr attr;
+	long abi;
+	int fd;
+
+	abi = syscall(S4_SYS_LANDLOCK_CREATE_RULESET, NULL, 0, S4_LANDLOCK_CREATE_RULESET_VERSION);
+	if (abi < 1)
+		return;
+	memset(&attr, 0, sizeof(attr));
+	attr.handled_access_fs = S4_LL_FS_V1;
+	if (abi >= 2)
+		attr.handled_access_fs |= S4_LL_FS_REFER;
+	if (abi >= 3)
+		attr.handled_access_fs |= S4_LL_FS_TRUNCATE;
+	if (abi >= 6)
+		attr.scoped = S4_LL_SCOPE_ABSTRACT_UNIX_SOCKET | S4_LL_SCOPE_SIGNAL;
+	fd = (int)syscall(S4_SYS_LANDLOCK_CREATE_RULESET, &attr, sizeof(attr), 0);
+	if (fd < 0)
+		fail("landlock_create_ruleset");
+	if (syscall(S4_SYS_LANDLOCK_RESTRICT_SELF, fd, 0) < 0)
+		fail("landlock_restrict_self");
+	close(fd);
+	slirp4netns_sandbox_landlock_abi = (int)abi;
+}
+
 __attribute__((constructor)) static void slirp4netns_sandbox_enter(void)
 {
 	const char *mode = getenv(S4_MODE_ENV);
@@ -397,5 +473,6 @@ __attribute__((constructor)) static void slirp4netns_sandbox_enter(void)
 	new_namespaces();
 	setup_mounts();
 	drop_caps(slirp4netns_sandbox_cap_last);
+	restrict_landlock();
 	slirp4netns_sandbox_active = 1;
 }

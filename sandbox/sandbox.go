@@ -5,9 +5,9 @@ package sandbox
 /*
 #include <limits.h>
 extern int slirp4netns_sandbox_active;
+extern int slirp4netns_sandbox_landlock_abi;
 extern int slirp4netns_sandbox_userns;
 extern int slirp4netns_sandbox_cap_last;
-extern char slirp4netns_sandbox_root_dir[64];
 extern char slirp4netns_sandbox_resolv[PATH_MAX];
 */
 import "C"
@@ -27,6 +27,11 @@ func OwnUserNamespace() bool { return C.slirp4netns_sandbox_userns == 1 }
 // outside /etc and /run and was therefore bound at the same path inside the
 // sandbox, or "" when no such bind was needed (or the sandbox is off).
 func ResolvTarget() string { return C.GoString(&C.slirp4netns_sandbox_resolv[0]) }
+
+// LandlockABI returns the Landlock ABI version of the domain the sandbox
+// added, or 0 when it added none (sandbox off, or a kernel without
+// Landlock).
+func LandlockABI() int { return int(C.slirp4netns_sandbox_landlock_abi) }
 
 // capLast is the highest capability number the kernel knows, read before
 // /proc disappeared (0 when the sandbox is off).

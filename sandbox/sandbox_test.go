@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -124,17 +125,20 @@ type selfTestCase struct {
 	// namespace locks the host's mounts (podman rootless runs
 	// slirp4netns like this).
 	rootUserns bool
+	// after is the first line of resolv.conf the child must see after the
+	// host's change, when prepare's hostFile is "".
+	after string
 }
 
 var selfTestCases = []selfTestCase{
 	{"host resolv.conf", func(t *testing.T, dir string) (string, string, string) {
 		return "", "", firstLine(t, "/etc/resolv.conf")
-	}, false, false},
+	}, false, false, ""},
 	{"resolv.conf bind-mounted file", func(t *testing.T, dir string) (string, string, string) {
 		p := filepath.Join(dir, "resolv.conf")
 		writeFile(t, p, "nameserver 127.0.0.53 # A\n")
 		return "file:" + p, p, "nameserver 127.0.0.53 # A"
-	}, false, false},
+	}, false, false, ""},
 	{"resolv.conf symlink outside /etc and /run", func(t *testing.T, dir string) (string, string, string) {
 		target := filepath.Join(dir, "real-resolv.conf")
 		writeFile(t, target, "nameserver 127.0.0.53 # A\n")
@@ -143,10 +147,19 @@ var selfTestCases = []selfTestCase{
 			t.Fatal(err)
 		}
 		return "symlink:" + link, target, "nameserver 127.0.0.53 # A"
-	}, true, false},
+	}, true, false, ""},
 	{"root of a user namespace", func(t *testing.T, dir string) (string, string, string) {
 		return "none:", "", firstLine(t, "/etc/resolv.conf")
-	}, false, true},
+	}, false, true, ""},
+	// The host mounts another file on /etc/resolv.conf while the engine
+	// runs (as NetworkManager or podman may): the sandbox's mounts are
+	// slaves of the host's, so the new mount shows inside.
+	{"resolv.conf mounted over on the host later", func(t *testing.T, dir string) (string, string, string) {
+		first, second := filepath.Join(dir, "first"), filepath.Join(dir, "second")
+		writeFile(t, first, "nameserver 127.0.0.53 # A\n")
+		writeFile(t, second, "nameserver 127.0.0.55 # C\n")
+		return "propagate:" + first + "," + second, "", "nameserver 127.0.0.53 # A"
+	}, false, false, "nameserver 127.0.0.55 # C"},
 }
 
 func writeFile(t *testing.T, p, s string) {
@@ -178,7 +191,12 @@ func TestSelfTest(t *testing.T) {
 			if tc.rootUserns {
 				attr = rootUsernsAttr()
 			}
-			info := runSelfTest(t, setup, attr, hostFile, want, secretFiles(t))
+			res := runSelfTest(t, selfTestRun{role: roleSelfTest, setup: setup, attr: attr,
+				hostFile: hostFile, want: want, after: tc.after, secrets: secretFiles(t)})
+			if len(res.allowed) > 0 {
+				t.Errorf("forbidden actions succeeded: %q", res.allowed)
+			}
+			info := res.info
 			wantTarget := "-"
 			if tc.boundTarget {
 				wantTarget = hostFile
@@ -195,17 +213,58 @@ func TestSelfTest(t *testing.T) {
 	}
 }
 
-func runSelfTest(t *testing.T, setup string, attr *syscall.SysProcAttr, hostFile, want string, secrets []string) map[string]string {
+// selfTestResult is what a self-test child reported.
+type selfTestResult struct {
+	allowed []string
+	info    map[string]string
+}
+
+// selfTestRun describes one self-test child.
+type selfTestRun struct {
+	role  string // roleSelfTest or roleSandboxOnly
+	setup string // setupEnv for the setup child; "" runs the child directly
+	attr  *syscall.SysProcAttr
+	// wrap is a command line the child runs under (e.g. setpriv ...).
+	wrap     []string
+	hostFile string // edited on the host while the child waits; "" for none
+	want     string // first line of resolv.conf the child must see
+	after    string // ... after the change, when not hostFile's
+	secrets  []string
+}
+
+// runSelfTest runs a sandboxed child as r describes, checks its report and
+// returns the actions it was allowed and its INFO lines.
+func runSelfTest(t *testing.T, r selfTestRun) selfTestResult {
+	role, setup, attr, hostFile, want, secrets := r.role, r.setup, r.attr, r.hostFile, r.want, r.secrets
 	ctx, cancel := context.WithTimeout(context.Background(), childTimeout)
 	defer cancel()
-	env := append(slices.Clone(sandboxEnv), SelfTestFilesEnv+"="+strings.Join(secrets, ":"))
+	abstract := fmt.Sprintf("@slirp4netns-sandbox-test-%d-%d", os.Getpid(), time.Now().UnixNano())
+	ln, err := net.Listen("unix", abstract)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { servePong(tcp) })
+	defer wg.Wait()
+	defer tcp.Close()
+	env := append(slices.Clone(sandboxEnv), SelfTestFilesEnv+"="+strings.Join(secrets, ":"),
+		SelfTestAbstractEnv+"="+abstract, dialEnv+"="+tcp.Addr().String())
 	var cmd *exec.Cmd
 	if setup == "" {
-		cmd = childCmd(t, ctx, roleSelfTest, env...)
+		cmd = childCmd(t, ctx, role, env...)
 	} else {
-		execEnv := append([]string{childEnv + "=" + roleSelfTest}, env...)
+		execEnv := append([]string{childEnv + "=" + role}, env...)
 		cmd = childCmd(t, ctx, roleSetup, setupEnv+"="+setup, setupExecEnv+"="+strings.Join(execEnv, ";"))
 		cmd.SysProcAttr = attr
+	}
+	if len(r.wrap) > 0 {
+		cmd.Args = append(slices.Clone(r.wrap), cmd.Args...)
+		cmd.Path = r.wrap[0]
 	}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -220,11 +279,14 @@ func runSelfTest(t *testing.T, setup string, attr *syscall.SysProcAttr, hostFile
 	}
 	out := readUntil(t, stdout, "INFO waiting")
 	after := "nameserver 127.0.0.54 # B"
-	if hostFile != "" {
+	switch {
+	case hostFile != "":
 		// In place, as an editor writing the file would; the sandbox sees
 		// the same inode.
 		writeFile(t, hostFile, after+"\n")
-	} else {
+	case r.after != "":
+		after = r.after
+	default:
 		after = want
 	}
 	io.WriteString(stdin, "\n")
@@ -255,7 +317,7 @@ func readUntil(t *testing.T, r io.Reader, marker string) string {
 	}
 }
 
-func checkSelfTest(t *testing.T, out, want, after string, nSecrets int) map[string]string {
+func checkSelfTest(t *testing.T, out, want, after string, nSecrets int) selfTestResult {
 	t.Helper()
 	if strings.Contains(out, "FAIL") {
 		t.Fatalf("child reported a failure")
@@ -267,17 +329,24 @@ func checkSelfTest(t *testing.T, out, want, after string, nSecrets int) map[stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(allowed) > 0 {
-		t.Errorf("forbidden actions succeeded: %q", allowed)
-	}
-	for _, prefix := range []string{"execve", "ptrace", "mount", "unshare", "kill", "read /proc/",
-		"socket AF_UNIX", "open /etc/resolv.conf for writing"} {
-		if !slices.ContainsFunc(denied, func(s string) bool { return strings.HasPrefix(s, prefix) }) {
-			t.Errorf("no DENIED line for %s", prefix)
+	for _, prefix := range []string{"execve", "ptrace", "mount", "unshare", "clone CLONE_NEWUSER", "kill", "read /proc/", "ioctl TIOCSTI",
+		"connect AF_UNIX", "open /etc/resolv.conf for writing"} {
+		if !slices.ContainsFunc(append(slices.Clone(denied), allowed...),
+			func(s string) bool { return strings.HasPrefix(s, prefix) }) {
+			t.Errorf("no line for %s", prefix)
 		}
 	}
-	if got := countPrefix(denied, "open /"); got != nSecrets+1 {
+	if got := countPrefix(append(slices.Clone(denied), allowed...), "open /"); got != nSecrets+1 {
 		t.Errorf("%d open attempts denied, want %d", got, nSecrets+1)
+	}
+	for _, k := range []string{"net-tcp-dial", "net-udp", "net-interfaces"} {
+		if info[k] != "ok" {
+			t.Errorf("%s in the sandbox: %q", k, info[k])
+		}
+	}
+	_, err = os.Stat("/run")
+	if want := fmt.Sprint(err == nil); info["run-visible"] != want {
+		t.Errorf("/run visible in the sandbox: %s, want %s", info["run-visible"], want)
 	}
 	if info["capeff"] != "0x400" {
 		t.Errorf("CapEff = %q, want 0x400 (CAP_NET_BIND_SERVICE)", info["capeff"])
@@ -288,7 +357,73 @@ func checkSelfTest(t *testing.T, out, want, after string, nSecrets int) map[stri
 	if info["resolv.conf-after"] != after {
 		t.Errorf("resolv.conf after the host's change = %q, want %q", info["resolv.conf-after"], after)
 	}
-	return info
+	return selfTestResult{allowed: allowed, info: info}
+}
+
+// TestRootWithoutSysAdmin: root without CAP_SYS_ADMIN (as in a container)
+// cannot unshare a mount namespace, so the sandbox makes a user namespace of
+// its own, as for an unprivileged user.
+func TestRootWithoutSysAdmin(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Logf("running as uid %d: this case needs root", os.Geteuid())
+		return
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Fatalf("setpriv: %v", err)
+	}
+	res := runSelfTest(t, selfTestRun{role: roleSelfTest,
+		wrap:    []string{setpriv, "--bounding-set=-sys_admin", "--inh-caps=-sys_admin"},
+		want:    firstLine(t, "/etc/resolv.conf"),
+		secrets: secretFiles(t)})
+	if len(res.allowed) > 0 {
+		t.Errorf("forbidden actions succeeded: %q", res.allowed)
+	}
+	if res.info["own-userns"] != "true" {
+		t.Errorf("own user namespace = %s, want true", res.info["own-userns"])
+	}
+}
+
+// kernelLandlockABI returns the kernel's Landlock ABI version, 0 if none.
+func kernelLandlockABI() int {
+	const sysLandlockCreateRuleset, versionFlag = 444, 1
+	v, _, errno := unix.Syscall(sysLandlockCreateRuleset, 0, 0, versionFlag)
+	if errno != 0 {
+		return 0
+	}
+	return int(v)
+}
+
+// TestSandboxOnly: --enable-sandbox without --enable-seccomp still stops
+// every forbidden action (no files, no capabilities, read-only mounts,
+// Landlock for ptrace, signals and abstract sockets, no nested user
+// namespaces), with two exceptions: kernels before Landlock ABI 6 (Linux
+// 6.12) allow the Landlock three, and a root engine (which keeps the host's
+// user namespace) may create user namespaces.
+func TestSandboxOnly(t *testing.T) {
+	res := runSelfTest(t, selfTestRun{role: roleSandboxOnly, want: firstLine(t, "/etc/resolv.conf"),
+		secrets: secretFiles(t)})
+	abi, err := strconv.Atoi(res.info["landlock-abi"])
+	if err != nil {
+		t.Fatalf("landlock-abi %q: %v", res.info["landlock-abi"], err)
+	}
+	t.Logf("Landlock ABI %d", abi)
+	if want := kernelLandlockABI(); abi != want {
+		t.Errorf("sandbox Landlock ABI %d, kernel offers %d", abi, want)
+	}
+	for _, a := range res.allowed {
+		landlockOnly := strings.HasPrefix(a, "ptrace") || strings.HasPrefix(a, "kill") ||
+			strings.HasPrefix(a, "connect AF_UNIX")
+		// Only the sandbox's own user namespace can limit nested ones;
+		// root keeps the host's.
+		usernsOnly := strings.HasPrefix(a, "clone CLONE_NEWUSER")
+		switch {
+		case landlockOnly && abi < 6:
+		case usernsOnly && res.info["own-userns"] == "false":
+		default:
+			t.Errorf("forbidden action succeeded without seccomp: %s", a)
+		}
+	}
 }
 
 func countPrefix(list []string, prefix string) int {
@@ -321,8 +456,22 @@ func TestSocketsUnderSeccomp(t *testing.T) {
 	if err != nil {
 		t.Fatalf("child: %v; stderr: %s", err, cmd.Stderr)
 	}
-	if n := strings.Count(string(out), "OK "); n != len(socketChecks([2]int{})) {
-		t.Errorf("%d checks passed, want %d", n, len(socketChecks([2]int{})))
+	if n, want := strings.Count(string(out), "OK "), len(socketChecks([2]int{}))+len(listenerChecks(nil)); n != want {
+		t.Errorf("%d checks passed, want %d", n, want)
+	}
+}
+
+// TestICMPUnderSeccomp: the engine's ping relay (unprivileged ICMP echo
+// sockets) works under the filter, in a network namespace of the test.
+func TestICMPUnderSeccomp(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), childTimeout)
+	defer cancel()
+	cmd := childCmd(t, ctx, roleICMP)
+	cmd.SysProcAttr = rootUsernsAttr()
+	cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNET
+	out, err := cmd.Output()
+	if err != nil || !strings.Contains(string(out), "OK ping") {
+		t.Fatalf("child: %v\n%s\nstderr: %s", err, out, cmd.Stderr)
 	}
 }
 
@@ -422,8 +571,14 @@ func TestNotActiveInTestProcess(t *testing.T) {
 	if err := Verify(); err == nil {
 		t.Fatal("Verify() succeeded outside the sandbox")
 	}
-	if ResolvTarget() != "" || OwnUserNamespace() {
+	if ResolvTarget() != "" || OwnUserNamespace() || LandlockABI() != 0 {
 		t.Fatal("sandbox state set outside the sandbox")
+	}
+	if err := Confine(true, false); err == nil {
+		t.Fatal("Confine(--enable-sandbox) succeeded outside the sandbox")
+	}
+	if err := Confine(false, false); err != nil {
+		t.Fatalf("Confine with nothing asked: %v", err)
 	}
 }
 
@@ -437,8 +592,14 @@ func TestFilterArchitectures(t *testing.T) {
 	}
 	defer f.Release()
 	t.Logf("%d syscalls allowed on the native architecture", count)
+	if native, _ := seccomp.GetNativeArch(); countAllowedOn(native) != count {
+		t.Errorf("filter allows %d syscalls, the tables %d", count, countAllowedOn(native))
+	}
 	if count < 80 || count > 140 {
 		t.Errorf("%d syscalls allowed: the list changed a lot, review it", count)
+	}
+	for _, a := range []seccomp.ScmpArch{seccomp.ArchAMD64, seccomp.ArchARM64} {
+		t.Logf("%v: %d syscalls allowed", a, countAllowedOn(a))
 	}
 	pfc := exportPFC(t, f)
 	for _, arch := range []string{"x86_64", "aarch64"} {
@@ -451,6 +612,26 @@ func TestFilterArchitectures(t *testing.T) {
 			t.Errorf("no rule for %s", name)
 		}
 	}
+}
+
+// countAllowedOn counts the allowed syscall names that exist on arch.
+func countAllowedOn(arch seccomp.ScmpArch) int {
+	names := map[string]bool{}
+	for _, g := range allowGroups {
+		for _, n := range g.names {
+			names[n] = true
+		}
+	}
+	for _, r := range conditionalRules(1) {
+		names[r.name] = true
+	}
+	count := 0
+	for n := range names {
+		if nr, err := seccomp.GetSyscallFromNameByArch(n, arch); err == nil && nr >= 0 {
+			count++
+		}
+	}
+	return count
 }
 
 func otherArch(t *testing.T) seccomp.ScmpArch {
@@ -505,7 +686,7 @@ func TestRuleNamesResolve(t *testing.T) {
 		}
 	}
 	for _, deny := range []string{"execve", "execveat", "ptrace", "mount", "umount2", "pivot_root",
-		"unshare", "setns", "bpf", "keyctl", "socketpair", "fork", "vfork", "kill"} {
+		"unshare", "setns", "bpf", "keyctl", "socketpair", "fork", "vfork", "kill", "listen"} {
 		for _, g := range allowGroups {
 			if slices.Contains(g.names, deny) {
 				t.Errorf("%s is allowed unconditionally", deny)
@@ -553,7 +734,7 @@ func TestUnprivileged(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*childTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
-		bin, "-test.run=^Test(SelfTest|SocketsUnderSeccomp|LightSeccomp|ConstructorFailure)$", "-test.v")
+		bin, "-test.run=^Test(SelfTest|SandboxOnly|SocketsUnderSeccomp|ICMPUnderSeccomp|LightSeccomp|ConstructorFailure)$", "-test.v")
 	cmd.Dir = dir
 	cmd.Env = withEnv(os.Environ(), "HOME="+home, "TMPDIR="+home)
 	out, err := cmd.CombinedOutput()

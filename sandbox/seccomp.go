@@ -3,6 +3,7 @@
 package sandbox
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -14,8 +15,10 @@ import (
 // every thread of the process (libseccomp-golang sets TSYNC on new
 // filters) and on every thread created later. Syscalls outside the list fail
 // with EPERM (a few that runtimes probe with ENOSYS); the policy is in
-// seccomp_rules.go. It also sets no_new_privs. Call it once the engine has
-// everything it needs from the filesystem it cannot read later.
+// seccomp_rules.go. It also sets no_new_privs. Call it once, when the engine
+// has made everything the filter forbids (unix sockets, listeners, files
+// opened for writing); a second call fails, as the filter refuses
+// seccomp(2) itself.
 func ApplySeccomp() error {
 	f, _, err := newEngineFilter(os.Getpid())
 	if err != nil {
@@ -24,6 +27,28 @@ func ApplySeccomp() error {
 	defer f.Release()
 	if err := f.Load(); err != nil {
 		return fmt.Errorf("seccomp: load filter: %w", err)
+	}
+	return nil
+}
+
+// Confine is what the engine calls once it holds everything it needs (the
+// link fd, its listeners, its configuration) and before it reports ready:
+// with enableSandbox it checks that the constructor entered the sandbox (the
+// supervisor must have started it with SandboxEnv=1) and that Verify passes;
+// with enableSeccomp it installs the filter. Any error means the engine must
+// not run.
+func Confine(enableSandbox, enableSeccomp bool) error {
+	if enableSandbox {
+		if !Active() {
+			return errors.New("sandbox: --enable-sandbox was given but the engine did not enter the sandbox (" +
+				SandboxEnv + "=1 missing from its environment?)")
+		}
+		if err := Verify(); err != nil {
+			return err
+		}
+	}
+	if enableSeccomp {
+		return ApplySeccomp()
 	}
 	return nil
 }
@@ -90,7 +115,7 @@ func populateEngineFilter(f *seccomp.ScmpFilter, pid int, extraArchs []seccomp.S
 		for _, name := range g.names {
 			ok, err := addRule(f, name, seccomp.ActAllow)
 			if err != nil {
-				return 0, err
+				return 0, fmt.Errorf("%w (group %q)", err, g.why)
 			}
 			if ok {
 				count++
@@ -139,41 +164,6 @@ func cond(arg uint, op seccomp.ScmpCompareOp, v ...uint64) seccomp.ScmpCondition
 		panic(fmt.Sprintf("seccomp condition: %v", err))
 	}
 	return c
-}
-
-// conditionalRules turns the tables of seccomp_rules.go into rules.
-func conditionalRules(pid int) []condRule {
-	self := uint64(pid)
-	rules := []condRule{
-		{name: "clone", conds: []seccomp.ScmpCondition{
-			cond(0, seccomp.CompareMaskedEqual, unix.CLONE_THREAD|cloneNamespaceFlags, unix.CLONE_THREAD)}},
-		{name: "openat", conds: []seccomp.ScmpCondition{cond(2, seccomp.CompareMaskedEqual, openWriteFlags, 0)}},
-		{name: "open", conds: []seccomp.ScmpCondition{cond(1, seccomp.CompareMaskedEqual, openWriteFlags, 0)}},
-		{name: "kill", conds: []seccomp.ScmpCondition{eq32(0, self)}},
-		{name: "tkill", conds: []seccomp.ScmpCondition{eq32(0, self)}},
-		{name: "tgkill", conds: []seccomp.ScmpCondition{eq32(0, self)}},
-		{name: "prlimit64", conds: []seccomp.ScmpCondition{eq32(0, 0), cond(2, seccomp.CompareEqual, 0)}},
-		{name: "prlimit64", more: true, conds: []seccomp.ScmpCondition{eq32(0, self), cond(2, seccomp.CompareEqual, 0)}},
-	}
-	rules = appendArgList(rules, "ioctl", 1, allowedIoctls)
-	rules = appendArgList(rules, "fcntl", 1, allowedFcntls)
-	rules = appendArgList(rules, "prctl", 0, allowedPrctls)
-	for i, s := range allowedSockets {
-		conds := []seccomp.ScmpCondition{eq32(0, s.domain), cond(1, seccomp.CompareMaskedEqual, 0xf, s.typ)}
-		if s.protocol >= 0 {
-			conds = append(conds, eq32(2, uint64(s.protocol)))
-		}
-		rules = append(rules, condRule{name: "socket", conds: conds, more: i > 0})
-	}
-	return rules
-}
-
-// appendArgList adds one rule per allowed value of argument arg of name.
-func appendArgList(rules []condRule, name string, arg uint, values []uint64) []condRule {
-	for i, v := range values {
-		rules = append(rules, condRule{name: name, conds: []seccomp.ScmpCondition{eq32(arg, v)}, more: i > 0})
-	}
-	return rules
 }
 
 // addRule adds action for name with conds. A name the native architecture

@@ -2,7 +2,10 @@
 
 package sandbox
 
-import "golang.org/x/sys/unix"
+import (
+	seccomp "github.com/seccomp/libseccomp-golang"
+	"golang.org/x/sys/unix"
+)
 
 // This file is the whole seccomp policy: the engine's allow-list (with the
 // argument conditions), the syscalls answered with ENOSYS, and the light
@@ -51,8 +54,11 @@ var allowGroups = []struct {
 		"epoll_create", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2",
 		"eventfd", "eventfd2", "poll", "ppoll", "pselect6",
 	}},
+	// No listen(2): the supervisor makes the forwards' listening sockets
+	// (docs/architecture.md), so the engine cannot open a TCP port on the
+	// host. bind stays: --outbound-addr and UDP flows bind their sockets.
 	{"sockets we hold or create: outbound TCP/UDP/ICMP, host port forwards, netlink, ipc", []string{
-		"connect", "bind", "listen", "accept", "accept4", "getsockname", "getpeername",
+		"connect", "bind", "accept", "accept4", "getsockname", "getpeername",
 		"setsockopt", "getsockopt", "sendto", "recvfrom", "sendmsg", "recvmsg",
 		"sendmmsg", "recvmmsg", "shutdown",
 	}},
@@ -137,7 +143,11 @@ var allowedSockets = []socketRule{
 	{unix.AF_NETLINK, unix.SOCK_DGRAM, unix.NETLINK_ROUTE},
 }
 
-// Conditional rules, built in seccomp.go from the tables above and the pid:
+// Everything not allowed here, execve, execveat, ptrace, mount, umount2,
+// pivot_root, unshare, setns, bpf, keyctl, socketpair, listen, fork and
+// vfork included, fails with EPERM.
+
+// conditionalRules are the syscalls allowed with some arguments only:
 //   - clone: only with CLONE_THREAD and no namespace flag (threads, never
 //     processes: no fork, no vfork, no posix_spawn);
 //   - open, openat: only without openWriteFlags;
@@ -145,8 +155,39 @@ var allowedSockets = []socketRule{
 //     signals and crash path), never to another process;
 //   - prlimit64: only reading our own limits;
 //   - ioctl, fcntl, prctl, socket: the tables above.
-// Everything else, execve, execveat, ptrace, mount, umount2, pivot_root,
-// unshare, setns, bpf, keyctl, socketpair, fork included, fails with EPERM.
+func conditionalRules(pid int) []condRule {
+	self := uint64(pid)
+	rules := []condRule{
+		{name: "clone", conds: []seccomp.ScmpCondition{
+			cond(0, seccomp.CompareMaskedEqual, unix.CLONE_THREAD|cloneNamespaceFlags, unix.CLONE_THREAD)}},
+		{name: "openat", conds: []seccomp.ScmpCondition{cond(2, seccomp.CompareMaskedEqual, openWriteFlags, 0)}},
+		{name: "open", conds: []seccomp.ScmpCondition{cond(1, seccomp.CompareMaskedEqual, openWriteFlags, 0)}},
+		{name: "kill", conds: []seccomp.ScmpCondition{eq32(0, self)}},
+		{name: "tkill", conds: []seccomp.ScmpCondition{eq32(0, self)}},
+		{name: "tgkill", conds: []seccomp.ScmpCondition{eq32(0, self)}},
+		{name: "prlimit64", conds: []seccomp.ScmpCondition{eq32(0, 0), cond(2, seccomp.CompareEqual, 0)}},
+		{name: "prlimit64", more: true, conds: []seccomp.ScmpCondition{eq32(0, self), cond(2, seccomp.CompareEqual, 0)}},
+	}
+	rules = appendArgList(rules, "ioctl", 1, allowedIoctls)
+	rules = appendArgList(rules, "fcntl", 1, allowedFcntls)
+	rules = appendArgList(rules, "prctl", 0, allowedPrctls)
+	for i, s := range allowedSockets {
+		conds := []seccomp.ScmpCondition{eq32(0, s.domain), cond(1, seccomp.CompareMaskedEqual, 0xf, s.typ)}
+		if s.protocol >= 0 {
+			conds = append(conds, eq32(2, uint64(s.protocol)))
+		}
+		rules = append(rules, condRule{name: "socket", conds: conds, more: i > 0})
+	}
+	return rules
+}
+
+// appendArgList adds one rule per allowed value of argument arg of name.
+func appendArgList(rules []condRule, name string, arg uint, values []uint64) []condRule {
+	for i, v := range values {
+		rules = append(rules, condRule{name: name, conds: []seccomp.ScmpCondition{eq32(arg, v)}, more: i > 0})
+	}
+	return rules
+}
 
 // lightDenyNames are refused (EPERM) by ApplyLightSeccomp: the supervisor and
 // the helper never need them. Filters survive execve, so the mount family is

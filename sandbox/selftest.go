@@ -4,12 +4,15 @@ package sandbox
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,8 +28,8 @@ type forbiddenAction struct {
 // seccomp filter must forbid, and writes one line per action to w:
 // "DENIED <action>: <error>" or "ALLOWED <action>". It also writes "INFO"
 // lines: the effective capabilities, the first line of /etc/resolv.conf, the
-// resolv.conf target bound from outside /etc and /run ("-" if none) and
-// whether the sandbox made its own user namespace.
+// resolv.conf target bound from outside /etc and /run ("-" if none), whether
+// the sandbox made its own user namespace and its Landlock ABI (0: none).
 // It returns an error naming the actions that were allowed.
 func SelfTest(w io.Writer) error {
 	var allowed []string
@@ -50,6 +53,7 @@ func SelfTest(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "%s resolv-target %s\n", selfTestInfo, target)
 	fmt.Fprintf(w, "%s own-userns %v\n", selfTestInfo, OwnUserNamespace())
+	fmt.Fprintf(w, "%s landlock-abi %d\n", selfTestInfo, LandlockABI())
 	if len(allowed) > 0 {
 		return fmt.Errorf("sandbox self-test: allowed: %s", strings.Join(allowed, ", "))
 	}
@@ -69,6 +73,10 @@ func ResolvFirstLine() string {
 
 func forbiddenActions() []forbiddenAction {
 	ppid := os.Getppid()
+	abstract := os.Getenv(SelfTestAbstractEnv)
+	if abstract == "" {
+		abstract = "@slirp4netns-selftest"
+	}
 	actions := []forbiddenAction{
 		{"execve /bin/true", func() error {
 			return unix.Exec("/bin/true", []string{"true"}, os.Environ())
@@ -76,12 +84,14 @@ func forbiddenActions() []forbiddenAction {
 		{"ptrace attach parent", func() error { return ptraceAttach(ppid) }},
 		{"mount tmpfs", tryMount},
 		{"unshare CLONE_NEWNET", tryUnshareNet},
+		{"clone CLONE_NEWUSER", tryCloneUserns},
 		{"kill parent signal 0", func() error { return unix.Kill(ppid, 0) }},
 		{"read /proc/" + strconv.Itoa(ppid) + "/environ", func() error {
 			_, err := os.ReadFile("/proc/" + strconv.Itoa(ppid) + "/environ")
 			return err
 		}},
-		{"socket AF_UNIX", func() error { return closeFD(unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)) }},
+		{"connect AF_UNIX " + abstract, func() error { return connectUnix(abstract) }},
+		{"ioctl TIOCSTI on stderr", tryTIOCSTI},
 		{"open /etc/resolv.conf for writing", func() error {
 			return closeFD(unix.Open("/etc/resolv.conf", unix.O_WRONLY|unix.O_APPEND|unix.O_CLOEXEC, 0))
 		}},
@@ -103,6 +113,18 @@ func splitList(list string) []string {
 		}
 	}
 	return out
+}
+
+// connectUnix connects a unix stream socket to name ("@..." for an abstract
+// one); the host's abstract sockets are reachable from the host network
+// namespace the engine stays in.
+func connectUnix(name string) error {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Connect(fd, &unix.SockaddrUnix{Name: name})
 }
 
 func closeFD(fd int, err error) error {
@@ -143,6 +165,30 @@ func tryMount() error {
 	}
 	_ = unix.Unmount(target, unix.MNT_DETACH)
 	return nil
+}
+
+// tryTIOCSTI pushes a character into the input queue of the terminal behind
+// stderr, which would type commands into the user's shell.
+func tryTIOCSTI() error {
+	c := byte('\n')
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, 2, unix.TIOCSTI, uintptr(unsafe.Pointer(&c)))
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// tryCloneUserns starts a process in a new user namespace, which would give
+// it every capability again there. The process execs a path that does not
+// exist, so ENOENT means the clone (and the namespace) succeeded.
+func tryCloneUserns() error {
+	_, err := syscall.ForkExec("/nonexistent-slirp4netns-selftest", []string{"x"}, &syscall.ProcAttr{
+		Sys: &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER},
+	})
+	if err == nil || errors.Is(err, syscall.ENOENT) {
+		return nil
+	}
+	return err
 }
 
 // tryUnshareNet moves a throwaway thread to a new network namespace. The

@@ -1,6 +1,8 @@
 package supervisor
 
 import (
+	"github.com/slirp4netns-go/slirp4netns/sandbox"
+
 	"fmt"
 	"io"
 	"net"
@@ -176,6 +178,10 @@ func interfaceAddrs(name string) ([]netip.Addr, error) {
 	return out, nil
 }
 
-// versionInfo is the VersionInfo that Main prints. Libseccomp is still
-// empty here: the supervisor's owner fills it from the sandbox package.
-func versionInfo() VersionInfo { return BuildVersionInfo() }
+// versionInfo is the VersionInfo that Main prints, with the version of the
+// libseccomp we are linked against.
+func versionInfo() VersionInfo {
+	v := BuildVersionInfo()
+	v.Libseccomp = sandbox.LibseccompVersion()
+	return v
+}

@@ -7,12 +7,14 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/slirp4netns-go/slirp4netns/ipc"
 	"github.com/slirp4netns-go/slirp4netns/ipc/proto"
+	"github.com/slirp4netns-go/slirp4netns/sandbox"
 )
 
 // engineReadyTimeout bounds how long the engine may take to report ready;
@@ -45,7 +47,12 @@ func startEngine(ctx context.Context, start proto.EngineStart, link *os.File, st
 	}
 	cmd := exec.Command("/proc/self/exe")
 	cmd.Args = []string{"slirp4netns-engine"}
-	cmd.Env = append(os.Environ(), ModeEnv+"="+ModeEngine)
+	cmd.Env = append(childEnv(), ModeEnv+"="+ModeEngine)
+	if start.Config.EnableSandbox {
+		// The sandbox is entered by a constructor before the engine's Go
+		// runtime starts (package sandbox), so it is chosen by environment.
+		cmd.Env = append(cmd.Env, sandbox.SandboxEnv+"=1")
+	}
 	cmd.ExtraFiles = []*os.File{peer} // fd 3
 	cmd.Stderr = stderr
 	// The engine gets its own process group so that a terminal's ^C reaches
@@ -198,4 +205,16 @@ func (e *engineProc) kill() {
 	_ = e.cmd.Process.Kill()
 	<-e.waited
 	e.conn.Close()
+}
+
+// childEnv is our environment without any of the variables that steer a
+// child's mode, so that a caller's environment cannot switch them on.
+func childEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "_SLIRP4NETNS_") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }

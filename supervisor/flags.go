@@ -113,8 +113,9 @@ var longOpts = []longOpt{
 	{name: "disable-dns", id: optDisableDNS},
 	{name: "macaddress", hasArg: true, id: optMACAddress},
 	{name: "target-type", hasArg: true, id: optTargetType},
-	// The man page's spelling of --userns-path.
+	// The spellings of --userns-path in the rendered man page.
 	{name: "usersns-path", hasArg: true, id: optUsernsPath, alias: true},
+	{name: "users-path", hasArg: true, id: optUsernsPath, alias: true},
 }
 
 // shortOpt is one letter of the C version's optstring "ce:r:m:a:6hv".
@@ -169,10 +170,10 @@ type parser struct {
 // *UsageError. TAPNAME defaults to tap0.
 //
 // Deliberate differences from the C version 1.2.0: TAPNAME is optional;
-// --usersns-path (the man page's spelling) is an alias of --userns-path;
-// --netns-type=tapfd (from 1.3) is supported and conflicts with
-// --configure; an unknown --netns-type is an error rather than a path; an
-// MTU below 68 is refused here rather than by libslirp; -6 with an MTU
+// --usersns-path and --users-path (the man page's spellings) are aliases of
+// --userns-path; --netns-type=tapfd (from 1.3) is supported and conflicts
+// with --configure; an unknown --netns-type is an error rather than a path;
+// an MTU below 68 is refused here rather than by libslirp; -6 with an MTU
 // below 1280 adds a warning; a PID or fd is stored in canonical decimal.
 func ParseArgs(args []string) (Options, error) {
 	_, posix := os.LookupEnv("POSIXLY_CORRECT")

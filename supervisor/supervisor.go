@@ -32,8 +32,9 @@ const offloadEnv = "SLIRP4NETNS_DISABLE_OFFLOAD"
 // returns the process exit status.
 func Main(args []string) int {
 	opts, err := ParseArgs(args)
+	// The C version prints its warnings on stdout.
 	for _, w := range opts.Warnings {
-		fmt.Fprintln(os.Stderr, w)
+		fmt.Fprintln(os.Stdout, w)
 	}
 	if err != nil {
 		return reportParseError(err)
@@ -72,6 +73,9 @@ func (s *run) main() error {
 	if err := CheckFDs(s.cfg); err != nil {
 		return err
 	}
+	if err := CheckOutbound(s.cfg); err != nil {
+		return err
+	}
 	plan, err := policy.PlanFor(s.cfg.CIDR)
 	if err != nil {
 		return err
@@ -98,7 +102,9 @@ func (s *run) start() error {
 		return err
 	}
 	defer link.Close()
-	fmt.Fprintf(s.stdout, "starting slirp, MTU=%d\n", s.cfg.MTU)
+	// The man page's example shows this line; the C 1.2.0 banner on stdout
+	// does not have it, so it goes to stderr to keep stdout identical.
+	fmt.Fprintf(s.stderr, "starting slirp, MTU=%d\n", s.cfg.MTU)
 	PrintBanner(s.stdout, s.cfg, s.plan)
 	start := proto.EngineStart{Config: s.cfg, Link: proto.LinkTap, Tap: tap}
 	if s.cfg.TargetType == policy.TargetBESS {

@@ -196,12 +196,10 @@ func (r *Relay) ask(ctx context.Context, network, server string, wire []byte, q 
 		return nil, 0, fmt.Errorf("dial %s %s: %w", network, server, err)
 	}
 	defer conn.Close()
-	// Unblock reads and writes as soon as ctx ends (timeout or shutdown).
+	// Unblock reads and writes once ctx ends (timeout or shutdown); by then
+	// ctx.Err() is set, which tells the caller why the read failed.
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
 	defer stop()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
 	if network == "tcp" {
 		return askTCP(conn, wire, q)
 	}

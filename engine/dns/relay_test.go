@@ -27,6 +27,13 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 )
 
+// verifyNoLeaks checks for leaked goroutines after every other cleanup of
+// the test has run (cleanups run last-in first-out).
+func verifyNoLeaks(t *testing.T) {
+	t.Helper()
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+}
+
 // upstream is a test DNS server on a loopback address: it answers A and
 // AAAA queries for names under "test." and counts what it sees.
 type upstream struct {
@@ -35,7 +42,8 @@ type upstream struct {
 	queries atomic.Int64
 	tcp     atomic.Int64
 	servers []*mdns.Server
-	answerA string // the A record it returns
+	answerA string       // the A record it returns
+	rcode   atomic.Int32 // when not 0, answer every query with this rcode
 }
 
 func (u *upstream) ServeDNS(w mdns.ResponseWriter, q *mdns.Msg) {
@@ -48,6 +56,8 @@ func (u *upstream) ServeDNS(w mdns.ResponseWriter, q *mdns.Msg) {
 	m.SetReply(q)
 	name := q.Question[0].Name
 	switch {
+	case u.rcode.Load() != 0:
+		m.Rcode = int(u.rcode.Load())
 	case name == "big.test." && !isTCP:
 		m.Truncated = true
 	case q.Question[0].Qtype == mdns.TypeA:
@@ -138,7 +148,7 @@ func mustAnswer(t *testing.T, b []byte, wantRcode int, wantAnswers int) *mdns.Ms
 }
 
 func TestExchange(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	verifyNoLeaks(t)
 	up := startUpstream(t, "127.0.0.1", 0, "192.0.2.1")
 	dir := t.TempDir()
 	rc := filepath.Join(dir, "resolv.conf")
@@ -175,7 +185,7 @@ func TestExchange(t *testing.T) {
 }
 
 func TestMalformedNotForwarded(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	verifyNoLeaks(t)
 	up := startUpstream(t, "127.0.0.1", 0, "192.0.2.1")
 	rc := filepath.Join(t.TempDir(), "resolv.conf")
 	writeResolvConf(t, rc, "nameserver 127.0.0.1\n")
@@ -226,7 +236,7 @@ func TestMalformedNotForwarded(t *testing.T) {
 }
 
 func TestResolvConfReload(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	verifyNoLeaks(t)
 	first := startUpstream(t, "127.0.0.1", 0, "192.0.2.1")
 	startUpstream(t, "127.0.0.4", first.port, "192.0.2.4")
 	dir := t.TempDir()
@@ -324,7 +334,7 @@ func TestNoNameserversServfail(t *testing.T) {
 }
 
 func TestTimeoutFallback(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	verifyNoLeaks(t)
 	up := startUpstream(t, "127.0.0.1", 0, "192.0.2.1")
 	// A server that receives but never answers.
 	hole, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.5", strconv.Itoa(up.port)))
@@ -385,13 +395,13 @@ func newTestStack(t *testing.T) *stack.Stack {
 }
 
 func TestServeStack(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	verifyNoLeaks(t)
 	up := startUpstream(t, "127.0.0.1", 0, "192.0.2.1")
 	rc := filepath.Join(t.TempDir(), "resolv.conf")
 	writeResolvConf(t, rc, "nameserver 127.0.0.1\n")
 	r := NewRelay(Options{ResolvConf: rc, Port: up.port})
 	s := newTestStack(t)
-	defer func() { s.Close(); s.Wait() }()
+	t.Cleanup(func() { s.Close(); s.Wait() })
 	dns4 := tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4([4]byte{10, 0, 2, 3}), Port: 53}
 	dns6 := tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom16Slice(netip.MustParseAddr("fd00::3").AsSlice()), Port: 53}
 
@@ -467,12 +477,14 @@ func TestServeStack(t *testing.T) {
 }
 
 func TestServeStackBindError(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	verifyNoLeaks(t)
 	s := newTestStack(t)
-	defer func() { s.Close(); s.Wait() }()
+	t.Cleanup(func() { s.Close(); s.Wait() })
 	r := NewRelay(Options{ResolvConf: filepath.Join(t.TempDir(), "none")})
-	bad := tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4([4]byte{192, 0, 2, 99}), Port: 53}
-	if err := r.ServeStack(context.Background(), s, []tcpip.FullAddress{bad}); err == nil {
+	bad := tcpip.FullAddress{NIC: 99, Addr: tcpip.AddrFrom4([4]byte{10, 0, 2, 3}), Port: 53}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.ServeStack(ctx, s, []tcpip.FullAddress{bad}); err == nil {
 		t.Fatal("ServeStack on an address the stack does not have succeeded")
 	}
 }
@@ -480,7 +492,8 @@ func TestServeStackBindError(t *testing.T) {
 func roundTripUDP(t *testing.T, c *gonet.UDPConn, q []byte) []byte {
 	t.Helper()
 	buf := make([]byte, 65535)
-	// The relay may not be bound yet on the first try: retry briefly.
+	// The relay may not be bound yet on the first tries (the read then fails
+	// at once with "connection refused"): retry for a while.
 	for range 50 {
 		if _, err := c.Write(q); err != nil {
 			t.Fatal(err)
@@ -490,6 +503,7 @@ func roundTripUDP(t *testing.T, c *gonet.UDPConn, q []byte) []byte {
 		if err == nil {
 			return buf[:n]
 		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatal("no UDP answer")
 	return nil
@@ -542,4 +556,108 @@ func FuzzExchange(f *testing.F) {
 			t.Fatalf("bad SERVFAIL answer %v", m)
 		}
 	})
+}
+
+func TestConcurrencyBound(t *testing.T) {
+	rc := filepath.Join(t.TempDir(), "resolv.conf")
+	writeResolvConf(t, rc, "")
+	r := NewRelay(Options{ResolvConf: rc, MaxInFlight: 2})
+	for range 2 {
+		if err := r.acquire(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := r.Exchange(ctx, query(t, "a.test.", mdns.TypeA)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Exchange with every slot taken: %v, want a deadline error", err)
+	}
+	r.release()
+	if _, err := r.Exchange(context.Background(), query(t, "a.test.", mdns.TypeA)); err != nil {
+		t.Fatalf("Exchange after a slot was freed: %v", err)
+	}
+}
+
+// TestStrayAnswersIgnored: datagrams that do not answer the query (wrong
+// id, wrong question, not a response, not DNS) are skipped, and the real
+// answer that follows is returned.
+func TestStrayAnswersIgnored(t *testing.T) {
+	verifyNoLeaks(t)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65535)
+		_ = pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		q := new(mdns.Msg)
+		if q.Unpack(buf[:n]) != nil {
+			return
+		}
+		send := func(m *mdns.Msg) {
+			b, _ := m.Pack()
+			_, _ = pc.WriteTo(b, from)
+		}
+		wrongID := new(mdns.Msg)
+		wrongID.SetReply(q)
+		wrongID.Id++
+		send(wrongID)
+		wrongQ := new(mdns.Msg)
+		wrongQ.SetReply(q)
+		wrongQ.Question[0].Name = "evil.test."
+		send(wrongQ)
+		notResp := q.Copy()
+		send(notResp)
+		_, _ = pc.WriteTo([]byte("junk"), from)
+		good := new(mdns.Msg)
+		good.SetReply(q)
+		rr, _ := mdns.NewRR(q.Question[0].Name + " 60 IN A 192.0.2.77")
+		good.Answer = []mdns.RR{rr}
+		send(good)
+	}()
+	rc := filepath.Join(t.TempDir(), "resolv.conf")
+	writeResolvConf(t, rc, "nameserver 127.0.0.1\n")
+	r := NewRelay(Options{ResolvConf: rc, Port: pc.LocalAddr().(*net.UDPAddr).Port})
+	resp, err := r.Exchange(context.Background(), query(t, "a.test.", mdns.TypeA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := mustAnswer(t, resp, mdns.RcodeSuccess, 1)
+	if got := m.Answer[0].(*mdns.A).A.String(); got != "192.0.2.77" {
+		t.Fatalf("answer %s", got)
+	}
+	<-done
+}
+
+func TestServfailFallback(t *testing.T) {
+	verifyNoLeaks(t)
+	good := startUpstream(t, "127.0.0.1", 0, "192.0.2.1")
+	bad := startUpstream(t, "127.0.0.6", good.port, "192.0.2.6")
+	bad.rcode.Store(mdns.RcodeServerFailure)
+	rc := filepath.Join(t.TempDir(), "resolv.conf")
+	writeResolvConf(t, rc, "nameserver 127.0.0.6\nnameserver 127.0.0.1\n")
+	r := NewRelay(Options{ResolvConf: rc, Port: good.port})
+	resp, err := r.Exchange(context.Background(), query(t, "a.test.", mdns.TypeA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAnswer(t, resp, mdns.RcodeSuccess, 1)
+	// With only failing servers, their SERVFAIL is returned.
+	writeResolvConf(t, rc, "nameserver 127.0.0.6\n")
+	r = NewRelay(Options{ResolvConf: rc, Port: good.port})
+	resp, err = r.Exchange(context.Background(), query(t, "a.test.", mdns.TypeA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAnswer(t, resp, mdns.RcodeServerFailure, 0)
+	if bad.queries.Load() != 2 {
+		t.Fatalf("failing server saw %d queries, want 2", bad.queries.Load())
+	}
 }

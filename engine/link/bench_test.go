@@ -30,6 +30,7 @@ func BenchmarkTapTCPKernelToGvisor(b *testing.B) {
 				defer kc.Close()
 				defer gc.Close()
 				benchStream(b, kc, gc)
+				env.logStats(b)
 			})
 		}
 	}
@@ -58,6 +59,7 @@ func BenchmarkTapTCPGvisorToKernel(b *testing.B) {
 				}
 				defer kc.Close()
 				benchStream(b, gc, kc)
+				env.logStats(b)
 			})
 		}
 	}
@@ -117,4 +119,13 @@ func benchStream(b *testing.B, w, r net.Conn) {
 		b.Fatal(err)
 	}
 	b.StopTimer()
+}
+
+func (env *tapEnv) logStats(b *testing.B) {
+	if env.ep == nil {
+		return
+	}
+	st := env.ep.Stats()
+	b.Logf("N=%d rx %d frames (%d GSO, %d dropped), tx %d frames (%d GSO, %d errors)",
+		b.N, st.RxFrames, st.RxGSOFrames, st.RxDropped, st.TxFrames, st.TxGSOFrames, st.TxErrors)
 }

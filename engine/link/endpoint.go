@@ -62,10 +62,11 @@ type Options struct {
 	// with VIRTIO_NET_HDR_F_NEEDS_CSUM carry a partial checksum that gVisor
 	// would reject.
 	RXChecksumOffload bool
-	// OnClosed, if set, is called once when the reader stops: with nil
-	// after Close or Attach(nil), with io.EOF when the peer closed the
-	// link (BESS client gone), or with the read error. It runs on the
-	// reader goroutine and must not call Close or Wait.
+	// OnClosed, if set, is called once when the link ends: with nil
+	// after Close, with io.EOF when the peer closed the link (BESS client
+	// gone), or with the read error (e.g. EBADFD: the TAP was deleted).
+	// Attach(nil) is not an end. It runs on the reader goroutine and must
+	// not call Wait.
 	OnClosed func(err error)
 }
 
@@ -74,12 +75,15 @@ type Stats struct {
 	RxFrames, RxBytes, RxDropped uint64
 	TxFrames, TxBytes, TxErrors  uint64
 	RxGSOFrames, TxGSOFrames     uint64
+	// RxGSOLenFixed counts GSO frames whose IP length field was repaired.
+	RxGSOLenFixed uint64
 }
 
 type counters struct {
 	rxFrames, rxBytes, rxDropped atomic.Uint64
 	txFrames, txBytes, txErrors  atomic.Uint64
 	rxGSO, txGSO                 atomic.Uint64
+	rxLenFixed                   atomic.Uint64
 }
 
 // Endpoint is a stack.LinkEndpoint (and stack.GSOEndpoint) on a TAP fd or a
@@ -100,8 +104,9 @@ type Endpoint struct {
 	mtu           uint32
 	onCloseAction func()
 	closed        bool
-	stopping      bool
-	readerDone    chan struct{} // nil when no reader runs
+	running       bool // a reader goroutine runs
+	stopping      bool // it was asked to stop by Attach(nil)
+	wg            sync.WaitGroup
 	closedOnce    sync.Once
 
 	rx rxState // owned by the reader goroutine
@@ -111,12 +116,16 @@ type Endpoint struct {
 }
 
 // New wraps fd (a TAP, or a connected SOCK_SEQPACKET socket) in an
-// Endpoint. The Endpoint owns fd from now on: Close closes it. fd is put in
+// Endpoint. On success the Endpoint owns fd: Close closes it. fd is put in
 // non-blocking mode and driven by Go's poller, so Close and Attach(nil)
-// interrupt a pending read.
+// interrupt a pending read. For a TAP, New checks that Options.VnetHdr
+// matches the fd's IFF_VNET_HDR flag: a mismatch garbles every frame.
 func New(fd int, opts Options) (*Endpoint, error) {
 	if opts.MTU == 0 {
 		return nil, errors.New("link: MTU must not be zero")
+	}
+	if err := checkVnetFlag(fd, opts.VnetHdr); err != nil {
+		return nil, err
 	}
 	if opts.SetOffloads {
 		if err := SetOffload(fd, opts.Offloads); err != nil {
@@ -241,64 +250,43 @@ func (e *Endpoint) IsAttached() bool {
 }
 
 // Attach implements stack.LinkEndpoint. A non-nil dispatcher starts the
-// reader goroutine; nil stops it and waits for it (the fd stays open).
+// reader goroutine. nil asks it to stop (the fd stays open) without waiting:
+// the stack calls Attach(nil) while holding its own lock, which the reader
+// may need to finish delivering a packet. Use Wait to wait.
 func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
 	e.mu.Lock()
-	if d != nil {
-		defer e.mu.Unlock()
-		e.dispatcher = d
-		if e.readerDone == nil && !e.closed {
-			e.startReaderLocked()
+	defer e.mu.Unlock()
+	e.dispatcher = d
+	if d == nil {
+		if e.running {
+			e.stopping = true
+			// A past deadline makes the pending (or next) read fail.
+			_ = e.f.SetReadDeadline(time.Unix(1, 0))
 		}
 		return
-	}
-	e.dispatcher = nil
-	done := e.readerDone
-	if done != nil {
-		e.stopping = true
-		// A past deadline makes the pending (or next) read fail at once.
-		_ = e.f.SetReadDeadline(time.Unix(1, 0))
-	}
-	e.mu.Unlock()
-	if done == nil {
-		return
-	}
-	<-done
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.stopping = false
-	if e.readerDone == done {
-		e.readerDone = nil
 	}
 	if e.closed {
 		return
 	}
-	_ = e.f.SetReadDeadline(time.Time{})
-	// An Attach(d) that raced with this detach found the old reader
-	// still running and left it to us to start the new one.
-	if e.dispatcher != nil && e.readerDone == nil {
-		e.startReaderLocked()
+	if e.stopping {
+		// The old reader has not stopped yet: let it carry on.
+		e.stopping = false
+		_ = e.f.SetReadDeadline(time.Time{})
 	}
-}
-
-func (e *Endpoint) startReaderLocked() {
-	done := make(chan struct{})
-	e.readerDone = done
-	go func() {
-		defer close(done)
-		e.reportClosed(e.readLoop())
-	}()
+	if !e.running {
+		e.running = true
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			if err := e.readLoop(); err != errDetached {
+				e.reportClosed(err)
+			}
+		}()
+	}
 }
 
 // Wait implements stack.LinkEndpoint: it waits for the reader goroutine.
-func (e *Endpoint) Wait() {
-	e.mu.RLock()
-	done := e.readerDone
-	e.mu.RUnlock()
-	if done != nil {
-		<-done
-	}
-}
+func (e *Endpoint) Wait() { e.wg.Wait() }
 
 // Close implements stack.LinkEndpoint: it runs the on-close action, stops
 // the reader and closes the fd. It does not wait; call Wait for that.
@@ -335,6 +323,7 @@ func (e *Endpoint) Stats() Stats {
 		RxFrames: c.rxFrames.Load(), RxBytes: c.rxBytes.Load(), RxDropped: c.rxDropped.Load(),
 		TxFrames: c.txFrames.Load(), TxBytes: c.txBytes.Load(), TxErrors: c.txErrors.Load(),
 		RxGSOFrames: c.rxGSO.Load(), TxGSOFrames: c.txGSO.Load(),
+		RxGSOLenFixed: c.rxLenFixed.Load(),
 	}
 }
 
@@ -345,36 +334,53 @@ func (e *Endpoint) reportClosed(err error) {
 	e.closedOnce.Do(func() { e.onClosed(err) })
 }
 
+// errDetached ends the reader after Attach(nil); it is not reported.
+var errDetached = errors.New("link: detached")
+
 // readLoop reads frames until the fd fails, reaches EOF, is closed or the
 // endpoint is detached. It returns nil for the last two.
 func (e *Endpoint) readLoop() error {
+	defer e.rx.release()
 	for {
 		n, err := e.rx.read(e.rc)
-		if err != nil {
-			if errors.Is(err, os.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) && e.isStopping() {
-				e.rx.release()
-				return nil
-			}
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				// A deadline left from a detach that already finished.
-				_ = e.f.SetReadDeadline(time.Time{})
-				continue
-			}
-			e.rx.release()
-			return fmt.Errorf("link: read: %w", err)
+		if err == nil && n == 0 {
+			err = io.EOF
 		}
-		if n == 0 {
-			e.rx.release()
-			return io.EOF
+		if err != nil {
+			if stop, res := e.readFailed(err); stop {
+				return res
+			}
+			continue
 		}
 		e.deliver(n)
 	}
 }
 
-func (e *Endpoint) isStopping() bool {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	return e.stopping || e.closed
+// readFailed decides, under e.mu so that it cannot race with Attach, whether
+// the reader stops after err, and what it reports.
+func (e *Endpoint) readFailed(err error) (bool, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch {
+	case e.closed:
+		// Close makes the read fail with poll's "use of closed file",
+		// not os.ErrClosed.
+		e.running, e.stopping = false, false
+		return true, nil
+	case e.stopping:
+		e.running, e.stopping = false, false
+		return true, errDetached
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// Attach(d) cancelled a detach after the deadline fired.
+		_ = e.f.SetReadDeadline(time.Time{})
+		return false, nil
+	case err == io.EOF:
+		e.running = false
+		return true, io.EOF
+	default:
+		e.running = false
+		return true, fmt.Errorf("link: read: %w", err)
+	}
 }
 
 // deliver hands the n bytes just read (virtio-net header included) to the
@@ -499,7 +505,9 @@ func (r *rxState) check(n int, c *counters) (int, bool) {
 	}
 	if h.GSOType != VnetGSONone {
 		c.rxGSO.Add(1)
-		FixGSOLength(head, frameLen)
+		if FixGSOLength(head, frameLen) {
+			c.rxLenFixed.Add(1)
+		}
 	}
 	return frameLen, true
 }
@@ -685,4 +693,25 @@ func BuildOutboundHdr(g stack.GSO, linkLen, netLen, transLen, dataLen int) VnetH
 	}
 	h.GSOSize = g.MSS
 	return h
+}
+
+// checkVnetFlag fails when fd is a TAP whose IFF_VNET_HDR flag differs from
+// want. Sockets (BESS) and fds TUNGETIFF does not understand are not
+// checked.
+func checkVnetFlag(fd int, want bool) error {
+	sock, err := IsSocket(fd)
+	if err != nil {
+		return fmt.Errorf("link: %w", err)
+	}
+	if sock {
+		return nil
+	}
+	flags, err := TapFlags(fd)
+	if err != nil {
+		return nil
+	}
+	if has := flags&unix.IFF_VNET_HDR != 0; has != want {
+		return fmt.Errorf("link: TAP fd %d has IFF_VNET_HDR=%v but Options.VnetHdr=%v", fd, has, want)
+	}
+	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
@@ -96,8 +97,16 @@ func newTapEnv(tb testing.TB, kind linkKind, mtu int) *tapEnv {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {
-		env.s.Close()
-		env.s.Wait()
+		// Stop the link first: Stack.Close does not detach NICs, and
+		// RemoveNIC would wait for the reader under the stack's lock.
+		if env.ep != nil {
+			env.ep.Close()
+			env.ep.Wait()
+		} else {
+			env.s.RemoveNIC(1)
+			unix.Close(fd)
+		}
+		env.s.Destroy()
 	})
 	return env
 }

@@ -124,36 +124,41 @@ func CheckInbound(h VnetHdr, head []byte, frameLen int) error {
 // included) and is modified in place; frameLen is the whole frame's length.
 // Linux fills the length in for GSO frames up to 64 KiB, but a BIG TCP
 // frame carries 0 there; gVisor trusts the length field and would cut the
-// segment, so we repair it when the frame fits the field.
-func FixGSOLength(head []byte, frameLen int) {
+// segment, so we repair it when the frame fits the field. It reports
+// whether it changed anything.
+func FixGSOLength(head []byte, frameLen int) bool {
 	if len(head) < ethHdrLen {
-		return
+		return false
 	}
 	ip := head[ethHdrLen:]
 	ipLen := frameLen - ethHdrLen
 	switch binary.BigEndian.Uint16(head[12:14]) {
 	case ethTypeIPv4:
 		if len(ip) < ipv4MinLen || ip[0]>>4 != 4 || ipLen > 0xffff {
-			return
+			return false
 		}
-		if int(binary.BigEndian.Uint16(ip[2:4])) == ipLen {
-			return
-		}
-		binary.BigEndian.PutUint16(ip[2:4], uint16(ipLen))
 		ihl := int(ip[0]&0x0f) * 4
 		if ihl < ipv4MinLen || ihl > len(ip) {
-			return
+			return false
 		}
+		if int(binary.BigEndian.Uint16(ip[2:4])) == ipLen {
+			return false
+		}
+		binary.BigEndian.PutUint16(ip[2:4], uint16(ipLen))
 		binary.BigEndian.PutUint16(ip[10:12], 0)
 		binary.BigEndian.PutUint16(ip[10:12], ^onesSum(ip[:ihl]))
+		return true
 	case ethTypeIPv6:
-		if len(ip) < ipv6HdrLen || ip[0]>>4 != 6 || ipLen-ipv6HdrLen > 0xffff {
-			return
+		if len(ip) < ipv6HdrLen || ip[0]>>4 != 6 || ipLen < ipv6HdrLen || ipLen-ipv6HdrLen > 0xffff {
+			return false
 		}
-		if binary.BigEndian.Uint16(ip[4:6]) == 0 {
-			binary.BigEndian.PutUint16(ip[4:6], uint16(ipLen-ipv6HdrLen))
+		if binary.BigEndian.Uint16(ip[4:6]) != 0 {
+			return false
 		}
+		binary.BigEndian.PutUint16(ip[4:6], uint16(ipLen-ipv6HdrLen))
+		return true
 	}
+	return false
 }
 
 // onesSum is the 16-bit ones' complement sum of b (RFC 1071), used only

@@ -292,7 +292,7 @@ func TestHelpVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct{ arg, want string }{
-		{"--help", "Usage: slirp4netns [OPTION]... PID|PATH [TAPNAME]"},
+		{"--help", "[OPTION]... PID|PATH [TAPNAME]"},
 		{"-h", "--netns-type=TYPE"},
 		{"--version", "slirp4netns version "},
 		{"-v", "slirp4netns version "},

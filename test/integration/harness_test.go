@@ -126,7 +126,7 @@ func InGuest(t *testing.T, g *Guest, argv ...string) string {
 // runTool) in a guest.
 func toolArgv(tool string, args ...string) []string {
 	self, _ := os.Executable()
-	return append([]string{"env", envStage + "=tool", self, tool}, args...)
+	return append([]string{"env", envStage + "=tool", self, tool}, args...) // env(1) replaces the stage
 }
 
 // GuestTool runs a tool of this test binary in the guest and returns its
@@ -195,7 +195,7 @@ type SlirpOptions struct {
 type Slirp struct {
 	Cmd       *exec.Cmd
 	APISocket string // empty without SlirpOptions.API
-	Stderr    *syncBuffer
+	Stderr    *outFile // stdout and stderr
 
 	guest  *Guest
 	tap    string
@@ -235,7 +235,7 @@ func launchSlirp(t *testing.T, g *Guest, o SlirpOptions) *Slirp {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Slirp{guest: g, tap: o.Tap, mark: rand.Text(), Stderr: &syncBuffer{}, waitCh: make(chan struct{})}
+	s := &Slirp{guest: g, tap: o.Tap, mark: rand.Text(), waitCh: make(chan struct{})}
 	pos := o.Positional
 	if pos == nil {
 		pos = []string{strconv.Itoa(g.PID), "tap0"}
@@ -259,13 +259,19 @@ func launchSlirp(t *testing.T, g *Guest, o SlirpOptions) *Slirp {
 	}
 	s.ready, s.exitW = readyR, exitW
 	s.Cmd = exec.Command(bin, args...)
-	s.Cmd.Env = append(os.Environ(), envMark+"="+s.mark)
+	s.Cmd.Env = withEnv(os.Environ(), envMark, s.mark)
 	s.Cmd.ExtraFiles = []*os.File{readyW, exitR} // fds 3 and 4
 	if o.ReadyFDClosed {
 		s.Cmd.ExtraFiles[0] = nil
 	}
-	s.Cmd.Stdout = s.Stderr
-	s.Cmd.Stderr = s.Stderr
+	// A file, not a pipe: Wait must return when slirp4netns exits even if a
+	// leaked descendant still holds its stderr (the leftover check reports
+	// that descendant).
+	if s.Stderr, err = newOutFile(t); err != nil {
+		t.Fatal(err)
+	}
+	s.Cmd.Stdout = s.Stderr.f
+	s.Cmd.Stderr = s.Stderr.f
 	err = s.Cmd.Start()
 	readyW.Close()
 	exitR.Close()
@@ -459,6 +465,27 @@ func RunSlirpFail(t *testing.T, g *Guest, o SlirpOptions) FailResult {
 	}
 	s.CheckNothingLeft(t)
 	return res
+}
+
+// outFile collects a child's output in a file.
+type outFile struct{ f *os.File }
+
+func newOutFile(t *testing.T) (*outFile, error) {
+	f, err := os.CreateTemp(t.TempDir(), "output")
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { f.Close() })
+	return &outFile{f: f}, nil
+}
+
+// String returns everything written so far.
+func (o *outFile) String() string {
+	b, err := os.ReadFile(o.f.Name())
+	if err != nil {
+		return fmt.Sprintf("(output unavailable: %v)", err)
+	}
+	return string(b)
 }
 
 // syncBuffer is a bytes.Buffer safe for concurrent writers and readers.

@@ -164,7 +164,7 @@ func runVariant(variant, bin string) (int, error) {
 			self, bin = filepath.Join(dir, "integration.test"), filepath.Join(dir, "slirp4netns")
 			argv = append([]string{"setpriv", "--reuid=" + nobody, "--regid=" + nobody, "--clear-groups"}, unshareOuter...)
 			argv = append(argv, self)
-			env = append(env, "HOME=/tmp") // the rootless user owns nothing else
+			env = withEnv(env, "HOME", "/tmp") // the rootless user owns nothing else
 		} else {
 			argv = append(append([]string{}, unshareOuter...), self)
 		}
@@ -174,7 +174,10 @@ func runVariant(variant, bin string) (int, error) {
 	argv = append(argv, childArgs(os.Args[1:])...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = dir
-	cmd.Env = append(env, envStage+"=init", envVariant+"="+variant, envBin+"="+bin, envImpl+"="+implName())
+	for k, v := range map[string]string{envStage: "init", envVariant: variant, envBin: bin, envImpl: implName()} {
+		env = withEnv(env, k, v)
+	}
+	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	err = cmd.Run()
@@ -294,9 +297,16 @@ func runInit() int {
 		fmt.Fprintln(os.Stderr, "init:", err)
 		return 1
 	}
+	// Guard against runaway recursion: only PID 1 of a new namespace may be
+	// init, and its child must see stage "inner" (os.StartProcess does not
+	// deduplicate the environment, hence withEnv).
+	if os.Getpid() != 1 {
+		fmt.Fprintln(os.Stderr, "init: not PID 1 of a new PID namespace")
+		return 1
+	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	env := append(os.Environ(), envStage+"=inner")
+	env := withEnv(os.Environ(), envStage, "inner")
 	p, err := os.StartProcess(self, os.Args, &os.ProcAttr{
 		Env:   env,
 		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
@@ -330,8 +340,23 @@ func runInit() int {
 	}
 }
 
+// withEnv returns env with key set to value, replacing any earlier value.
+func withEnv(env []string, key, value string) []string {
+	out := make([]string, 0, len(env)+1)
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, key+"=") {
+			out = append(out, kv)
+		}
+	}
+	return append(out, key+"="+value)
+}
+
 // runInner sets up the outer namespace and runs the tests in it.
 func runInner(m *testing.M) int {
+	if os.Getppid() != 1 {
+		fmt.Fprintln(os.Stderr, "integration: the inner stage must be started by init")
+		return 1
+	}
 	o, err := setupOuter()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "integration: set up outer namespace:", err)
