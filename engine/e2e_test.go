@@ -24,6 +24,10 @@ import (
 
 	"github.com/slirp4netns-go/slirp4netns/engine/link"
 	"github.com/slirp4netns-go/slirp4netns/engine/link/linktest"
+	"github.com/slirp4netns-go/slirp4netns/ipc"
+	"github.com/slirp4netns-go/slirp4netns/ipc/proto"
+	"github.com/slirp4netns-go/slirp4netns/policy"
+	"github.com/slirp4netns-go/slirp4netns/sandbox"
 )
 
 // e2eEnv marks the re-executed test binary that runs inside the test's own
@@ -58,9 +62,10 @@ func TestEndToEndTAP(t *testing.T) {
 		return
 	}
 	h := setUpHost(t)
-	for _, vnet := range []bool{false, true} {
-		t.Run(fmt.Sprintf("vnet_hdr=%v", vnet), func(t *testing.T) { runGuest(t, h, vnet) })
-	}
+	t.Run("in-process", func(t *testing.T) { runGuest(t, h, false, false) })
+	t.Run("in-process/vnet_hdr", func(t *testing.T) { runGuest(t, h, true, false) })
+	// The engine process (Main) in its sandbox, under its seccomp filter.
+	t.Run("process/vnet_hdr/sandbox+seccomp", func(t *testing.T) { runGuest(t, h, true, true) })
 }
 
 // e2eHost is the test's "host" namespace set-up.
@@ -165,9 +170,10 @@ func startDNSServer(t *testing.T, addr netip.Addr) {
 	t.Cleanup(func() { srv.Shutdown() })
 }
 
-// runGuest makes a guest namespace with a TAP, runs the engine on it and
-// checks the traffic.
-func runGuest(t *testing.T, h *e2eHost, vnet bool) {
+// runGuest makes a guest namespace with a TAP, runs the engine on it (in
+// this process, or as an engine process with seccomp) and checks the
+// traffic.
+func runGuest(t *testing.T, h *e2eHost, vnet, process bool) {
 	ns, err := linktest.NewNetns()
 	if err != nil {
 		t.Fatal(err)
@@ -193,17 +199,25 @@ func runGuest(t *testing.T, h *e2eHost, vnet bool) {
 	if err != nil {
 		t.Fatalf("guest set-up: %v", err)
 	}
-	ep, err := link.New(fd, link.Options{MTU: 1500, Address: GatewayMAC, VnetHdr: vnet, Offloads: offloads})
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := testConfig()
 	cfg.EnableIPv6 = false
-	eng, err := New(cfg, ep, WithLogger(testLogger(t)))
-	if err != nil {
-		t.Fatal(err)
+	var stats *Stats
+	if process {
+		cfg.EnableSeccomp = true
+		cfg.EnableSandbox = true
+		startEngineWithTap(t, cfg, fd, vnet, offloads)
+	} else {
+		ep, err := link.New(fd, link.Options{MTU: 1500, Address: GatewayMAC, VnetHdr: vnet, Offloads: offloads})
+		if err != nil {
+			t.Fatal(err)
+		}
+		eng, err := New(cfg, ep, WithLogger(testLogger(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer eng.Close()
+		stats = eng.Stats()
 	}
-	defer eng.Close()
 	guest := func(timeout time.Duration, name string, args ...string) (string, error) {
 		var out []byte
 		err := ns.Do(func() error {
@@ -243,7 +257,7 @@ func runGuest(t *testing.T, h *e2eHost, vnet bool) {
 			t.Fatalf("ping %s: %v\n%s", dst, err, out)
 		}
 	}
-	if n := eng.Stats().PingsRelayed.Load(); n == 0 {
+	if stats != nil && stats.PingsRelayed.Load() == 0 {
 		t.Fatal("the ping to the remote address was not relayed")
 	}
 	// The services: a DHCP lease from the engine, a DNS answer relayed
@@ -262,4 +276,35 @@ func runGuest(t *testing.T, h *e2eHost, vnet bool) {
 	if out, err := guest(10*time.Second, "busybox", "ping", "-c", "1", "-W", "1", "10.0.2.77"); err == nil {
 		t.Fatalf("ping to a nonexistent guest-network address answered:\n%s", out)
 	}
+}
+
+// startEngineWithTap runs Main in a child process on the TAP fd (which it
+// takes over) and waits until it is ready and, with seccomp, filtered.
+func startEngineWithTap(t *testing.T, cfg policy.Config, fd int, vnet bool, offloads uint32) {
+	t.Helper()
+	tap := os.NewFile(uintptr(fd), "tap")
+	defer tap.Close()
+	var env []string
+	if cfg.EnableSandbox {
+		// What the supervisor sets so that package sandbox's constructor
+		// confines the engine before the Go runtime starts.
+		env = []string{sandbox.ModeEnv + "=" + sandbox.ModeEngine, sandbox.SandboxEnv + "=1"}
+	}
+	p := startEngineProc(t, env...)
+	start := proto.EngineStart{Config: cfg, Link: proto.LinkTap, Tap: proto.TapInfo{Name: "tap0", VnetHdr: vnet, Offloads: offloads}}
+	if err := p.conn.SendBody(ipc.TypeEngineStart, 0, start, tap); err != nil {
+		t.Fatal(err)
+	}
+	if m := p.recv(t); m.Type != ipc.TypeReady {
+		t.Fatalf("engine: %+v (stderr: %s)", m, p.stderr)
+	}
+	if cfg.EnableSeccomp {
+		checkSeccomp(t, p.cmd.Process.Pid)
+	}
+	t.Cleanup(func() {
+		p.conn.SendBody(ipc.TypeShutdown, 0, nil)
+		if code := p.wait(t, 5*time.Second); code != 0 {
+			t.Errorf("engine exit code %d (stderr: %s)", code, p.stderr)
+		}
+	})
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/slirp4netns-go/slirp4netns/engine/link"
 	"github.com/slirp4netns-go/slirp4netns/ipc"
 	"github.com/slirp4netns-go/slirp4netns/ipc/proto"
+	"github.com/slirp4netns-go/slirp4netns/sandbox"
 )
 
 // ipcFD is the engine's end of the ipc socketpair (docs/architecture.md).
@@ -81,6 +82,14 @@ func (s *server) run() int {
 		return s.fail(err)
 	}
 	s.eng = eng
+	// Confine only now: the link, the stack, the resolved --outbound-addr
+	// and the services' sockets exist, and nothing later needs what the
+	// sandbox or the seccomp filter forbids.
+	if err := sandbox.Confine(start.Config.EnableSandbox, start.Config.EnableSeccomp); err != nil {
+		code := s.fail(fmt.Errorf("confine engine: %w", err))
+		s.close()
+		return code
+	}
 	if err := s.conn.SendBody(ipc.TypeReady, 0, nil); err != nil {
 		s.log.Print(err)
 		s.close()

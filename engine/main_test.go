@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/slirp4netns-go/slirp4netns/ipc"
 	"github.com/slirp4netns-go/slirp4netns/ipc/proto"
+	"github.com/slirp4netns-go/slirp4netns/policy"
 )
 
 // mainEnv makes the test binary run Main instead of the tests.
@@ -33,14 +35,14 @@ type engineProc struct {
 	done   chan error
 }
 
-func startEngineProc(t *testing.T) *engineProc {
+func startEngineProc(t *testing.T, env ...string) *engineProc {
 	t.Helper()
 	conn, peer, err := ipc.Pair()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), mainEnv+"=1")
+	cmd.Env = append(append(os.Environ(), mainEnv+"=1"), env...)
 	cmd.ExtraFiles = []*os.File{peer}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -121,12 +123,15 @@ func bessPair(t *testing.T) (*os.File, *os.File) {
 	return a, b
 }
 
-func startAndReady(t *testing.T) (*engineProc, *os.File) {
+func startAndReady(t *testing.T, mutate ...func(*policy.Config)) (*engineProc, *os.File) {
 	t.Helper()
 	p := startEngineProc(t)
 	link, guest := bessPair(t)
 	cfg := testConfig()
 	cfg.DisableDNS = true
+	for _, m := range mutate {
+		m(&cfg)
+	}
 	if err := p.conn.SendBody(ipc.TypeEngineStart, 0, proto.EngineStart{Config: cfg, Link: proto.LinkBESS}, link); err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +143,22 @@ func startAndReady(t *testing.T) (*engineProc, *os.File) {
 }
 
 func TestMainProtocol(t *testing.T) {
-	p, _ := startAndReady(t)
+	t.Run("plain", func(t *testing.T) { testMainProtocol(t) })
+	// Under the seccomp filter every request must still work.
+	t.Run("seccomp", func(t *testing.T) {
+		testMainProtocol(t, func(c *policy.Config) { c.EnableSeccomp = true; c.DisableDNS = false })
+	})
+}
+
+func testMainProtocol(t *testing.T, mutate ...func(*policy.Config)) {
+	p, _ := startAndReady(t, mutate...)
+	var cfg policy.Config
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	if cfg.EnableSeccomp {
+		checkSeccomp(t, p.cmd.Process.Pid)
+	}
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -219,5 +239,17 @@ func TestMainBadStart(t *testing.T) {
 	}
 	if code := p.wait(t, 5*time.Second); code != 1 {
 		t.Fatalf("exit code %d, want 1", code)
+	}
+}
+
+// checkSeccomp fails unless process pid runs under a seccomp filter.
+func checkSeccomp(t *testing.T, pid int) {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(status), "Seccomp:\t2") {
+		t.Fatalf("engine not under a seccomp filter:\n%s", status)
 	}
 }

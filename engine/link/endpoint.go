@@ -7,6 +7,28 @@
 // on a TAP (fdbased only does so on sockets), and it delivers every frame
 // whatever its destination MAC, because the guest may address the gateway by
 // a stale MAC and the engine's NIC is promiscuous anyway.
+//
+// # Using it in the engine
+//
+// The TAP should be opened with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR and
+// TUNSETOFFLOAD(TunFCsum|TunFTSO4|TunFTSO6) (by the helper, or here with
+// Options.SetOffloads). Then:
+//
+//	vnet := false
+//	if flags, err := link.TapFlags(fd); err == nil { // not for BESS sockets
+//		vnet = flags&unix.IFF_VNET_HDR != 0
+//	}
+//	ep, err := link.New(fd, link.Options{MTU: mtu, Address: gwMAC, VnetHdr: vnet,
+//		Offloads: link.TunFCsum | link.TunFTSO4 | link.TunFTSO6,
+//		OnClosed: func(err error) { /* link gone: exit */ }})
+//	s.CreateNIC(1, ep); s.SetPromiscuousMode(1, true); s.SetSpoofing(1, true)
+//
+// Nothing else is needed for GSO: the endpoint advertises
+// stack.HostGSOSupported and RX checksum offload itself, and gVisor's TCP
+// then hands it segments of up to GSOMaxSize bytes. To shut down, stop the
+// link before the stack: ep.Close(); ep.Wait(); s.Destroy(). (Stack.Close
+// does not detach NICs, and RemoveNIC would call Attach(nil) under the
+// stack's lock.)
 package link
 
 import (
@@ -164,7 +186,7 @@ func New(fd int, opts Options) (*Endpoint, error) {
 		}
 	}
 	e.rx.init(opts.VnetHdr)
-	e.tx.init(opts.VnetHdr)
+	e.tx.init(opts.VnetHdr, &e.stats)
 	return e, nil
 }
 
@@ -539,67 +561,98 @@ func (r *rxState) release() {
 }
 
 type txState struct {
-	vnet  bool
-	hdr   [VnetHdrSize]byte
-	iov   []unix.Iovec
-	pkts  []*stack.PacketBuffer
-	sent  int
-	errno syscall.Errno
-	fn    func(fd uintptr) bool
+	vnet    bool
+	hdr     [VnetHdrSize]byte
+	iov     []unix.Iovec
+	pkts    []*stack.PacketBuffer
+	next    int // index of the next packet to write
+	written int // packets written
+	errno   syscall.Errno
+	blocked bool // EAGAIN seen while not waiting
+	wait    bool // on EAGAIN, wait in the poller
+	stats   *counters
+	fn      func(fd uintptr) bool
 }
 
-func (t *txState) init(vnet bool) {
-	t.vnet = vnet
+func (t *txState) init(vnet bool, c *counters) {
+	t.vnet, t.stats = vnet, c
 	t.iov = make([]unix.Iovec, 0, 16)
 	t.fn = t.writeAll
 }
 
+// writeBlockLimit bounds how long WritePackets waits for a full socket
+// (a BESS peer that reads slowly) before dropping the rest of a batch. A
+// TAP never blocks: the kernel drops when its queue is full.
+const writeBlockLimit = 50 * time.Millisecond
+
 // WritePackets implements stack.LinkWriter: one writev per packet (so each
 // is one datagram on SEQPACKET), the virtio-net header from a side buffer,
-// the packet's own views as the other iovecs.
+// the packet's own views as the other iovecs. A packet the kernel refuses
+// is counted and skipped; the others are still sent.
 func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
 	t := &e.tx
-	t.pkts, t.sent, t.errno = pkts.AsSlice(), 0, 0
+	t.reset(pkts.AsSlice())
+	defer t.reset(nil)
 	err := e.rc.Write(t.fn)
-	sent := t.sent
-	for _, pkt := range t.pkts[:sent] {
-		e.stats.txFrames.Add(1)
-		e.stats.txBytes.Add(uint64(pkt.Size()))
-		if pkt.GSOOptions.Type != stack.GSONone && pkt.Data().Size() > int(pkt.GSOOptions.MSS) {
-			e.stats.txGSO.Add(1)
-		}
+	if err == nil && t.blocked {
+		// Wait in the poller for room, but not forever: a peer that
+		// stopped reading must not wedge the stack's goroutine.
+		t.blocked, t.wait = false, true
+		_ = e.f.SetWriteDeadline(time.Now().Add(writeBlockLimit))
+		err = e.rc.Write(t.fn)
+		_ = e.f.SetWriteDeadline(time.Time{})
 	}
-	t.pkts = nil
-	if err != nil {
-		e.stats.txErrors.Add(1)
-		return sent, &tcpip.ErrClosedForSend{}
+	e.stats.txFrames.Add(uint64(t.written))
+	if failed := len(t.pkts) - t.written; failed > 0 {
+		e.stats.txErrors.Add(uint64(failed))
 	}
-	if t.errno != 0 {
-		e.stats.txErrors.Add(1)
-		if sent == 0 {
-			return 0, tcpip.TranslateErrno(t.errno)
-		}
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return t.written, &tcpip.ErrWouldBlock{}
+	case err != nil:
+		return t.written, &tcpip.ErrClosedForSend{}
+	case t.errno != 0:
+		return t.written, tcpip.TranslateErrno(t.errno)
 	}
-	return sent, nil
+	return t.written, nil
 }
 
-// writeAll runs inside RawConn.Write. It never asks the poller to wait: a
-// full SEQPACKET socket drops the rest of the batch, as a NIC queue would,
-// rather than blocking the stack's goroutine.
+func (t *txState) countSent(pkt *stack.PacketBuffer) {
+	t.stats.txBytes.Add(uint64(pkt.Size()))
+	if pkt.GSOOptions.Type != stack.GSONone && pkt.Data().Size() > int(pkt.GSOOptions.MSS) {
+		t.stats.txGSO.Add(1)
+	}
+}
+
+func (t *txState) reset(pkts []*stack.PacketBuffer) {
+	t.pkts, t.next, t.written, t.errno = pkts, 0, 0, 0
+	t.blocked, t.wait = false, false
+}
+
+// writeAll runs inside RawConn.Write, resuming at t.next. On EAGAIN it
+// either asks the poller to wait (t.wait) or records t.blocked and returns.
 func (t *txState) writeAll(fd uintptr) bool {
-	for t.sent < len(t.pkts) {
-		iov := t.iovecs(t.pkts[t.sent])
+	for t.next < len(t.pkts) {
+		iov := t.iovecs(t.pkts[t.next])
 		_, _, errno := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
-		if errno == unix.EINTR {
+		switch errno {
+		case 0:
+			t.written++
+			t.countSent(t.pkts[t.next])
+		case unix.EINTR:
 			continue
-		}
-		if errno != 0 {
-			t.errno = errno
+		case unix.EAGAIN:
+			if t.wait {
+				return false
+			}
+			t.blocked = true
 			return true
+		default:
+			t.errno = errno
 		}
-		t.sent++
+		t.next++
 	}
 	return true
 }

@@ -380,17 +380,22 @@ func (s *Slirp) stopAndCheck(t *testing.T) {
 // still exists. Call it after the process exited.
 func (s *Slirp) CheckNothingLeft(t *testing.T) {
 	t.Helper()
-	checkNothingLeft(t, s.mark, s.guest, s.tap, s.APISocket)
+	if !checkNothingLeft(t, s.mark, s.guest, s.tap, s.APISocket) {
+		t.Logf("slirp4netns %q output:\n%s", s.Cmd.Args, s.Stderr.String())
+	}
 }
 
-func checkNothingLeft(t *testing.T, mark string, g *Guest, tap, apiSocket string) {
+// checkNothingLeft reports (and returns false) when something is left.
+func checkNothingLeft(t *testing.T, mark string, g *Guest, tap, apiSocket string) bool {
 	t.Helper()
+	clean := true
 	var left []string
 	ok := poll(leftoverWait, func() bool {
 		left = markedProcesses(mark)
 		return len(left) == 0
 	})
 	if !ok {
+		clean = false
 		t.Errorf("processes left behind: %s", strings.Join(left, "; "))
 	}
 	if tap != "" && g != nil && g.Alive() {
@@ -401,14 +406,17 @@ func checkNothingLeft(t *testing.T, mark string, g *Guest, tap, apiSocket string
 			return err != nil
 		})
 		if !ok {
+			clean = false
 			t.Errorf("TAP %s still in the guest: %s", tap, out)
 		}
 	}
 	if apiSocket != "" {
 		if _, err := os.Lstat(apiSocket); err == nil {
+			clean = false
 			t.Errorf("API socket %s left behind", apiSocket)
 		}
 	}
+	return clean
 }
 
 // markedProcesses lists the live processes whose environment carries mark.

@@ -1,0 +1,95 @@
+# slirp4netns (Go) — build, test, demo, benchmarks.
+# Run as root on Debian 12: `make demo`, `make test`.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+export PATH := /usr/local/go/bin:$(PATH)
+
+GO      ?= go
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BIN     := bin/slirp4netns
+# The integration tests run each case as root and as uid 65534; independent
+# cases run in parallel within one outer namespace (they mostly wait).
+ITEST_FLAGS ?= -count=1 -timeout 8m -parallel 8
+LOGDIR  := bin/test-logs
+# Summary lines printed after each test run so that CI logs show them.
+SUMMARY := ^(=== VARIANT|--- FAIL|--- PASS|ok |FAIL|PASS$$|panic:)
+
+.PHONY: all build deps test test-unit test-integration test-c vet demo bench bench-net fuzz install uninstall clean
+
+all: build
+
+build:
+	CGO_ENABLED=1 $(GO) build -o $(BIN) ./cmd/slirp4netns
+
+deps:
+	@scripts/install-deps
+
+# test: vet, unit tests (everything but test/integration), then the
+# integration suite against bin/slirp4netns.
+test: deps build vet test-unit test-integration
+
+vet:
+	$(GO) vet ./...
+
+test-unit:
+	@mkdir -p $(LOGDIR)
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test/integration) 2>&1 | tee $(LOGDIR)/unit.log
+
+test-integration: build
+	@mkdir -p $(LOGDIR)
+	@if [ "$$(id -u)" = 0 ]; then chmod 666 /dev/net/tun; fi
+	@rc=0; SLIRP4NETNS_BIN=$(CURDIR)/$(BIN) SLIRP4NETNS_IMPL=go $(GO) test -v $(ITEST_FLAGS) ./test/integration/ \
+		>$(LOGDIR)/integration.log 2>&1 || rc=$$?; \
+		if [ $$rc != 0 ]; then cat $(LOGDIR)/integration.log; echo "=== SUMMARY"; fi; \
+		grep -E '$(SUMMARY)' $(LOGDIR)/integration.log || true; \
+		echo "integration log: $(LOGDIR)/integration.log"; exit $$rc
+
+# test-c: the integration suite against the C slirp4netns 1.2.0 (the
+# harness's own check; deliberate differences are asserted per impl).
+test-c:
+	@mkdir -p $(LOGDIR)
+	@if [ "$$(id -u)" = 0 ]; then chmod 666 /dev/net/tun; fi
+	@rc=0; SLIRP4NETNS_BIN=/usr/bin/slirp4netns SLIRP4NETNS_IMPL=c $(GO) test -v $(ITEST_FLAGS) ./test/integration/ \
+		>$(LOGDIR)/integration-c.log 2>&1 || rc=$$?; \
+		if [ $$rc != 0 ]; then cat $(LOGDIR)/integration-c.log; echo "=== SUMMARY"; fi; \
+		grep -E '$(SUMMARY)' $(LOGDIR)/integration-c.log || true; \
+		echo "integration log: $(LOGDIR)/integration-c.log"; exit $$rc
+
+demo: deps build
+	scripts/demo
+
+# bench: the engine's Go benchmarks, bounded.
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2s -timeout 10m ./engine/...
+
+# bench-net: ours vs C slirp4netns vs pasta, with ../shared/bench/netbench;
+# writes docs/benchmarks.md.
+NETBENCH ?= ../shared/bench/netbench
+bench-net: deps build
+	@mkdir -p $(LOGDIR)
+	$(NETBENCH) --impl go-slirp4netns=./$(BIN) --impl c-slirp4netns=/usr/bin/slirp4netns --impl pasta \
+		--json $(LOGDIR)/netbench.json | tee $(LOGDIR)/netbench.txt
+	scripts/benchmarks-md $(LOGDIR)/netbench.txt $(LOGDIR)/netbench.json >docs/benchmarks.md
+	@echo "wrote docs/benchmarks.md"
+
+# fuzz: every Fuzz target for 60 s each.
+FUZZTIME ?= 60s
+fuzz:
+	@for pkg in $$($(GO) list ./... | grep -v /test/integration); do \
+		dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+		for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/^func //'); do \
+			echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
+
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/slirp4netns
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/slirp4netns
+
+clean:
+	rm -rf bin
