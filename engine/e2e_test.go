@@ -78,7 +78,7 @@ type e2eHost struct {
 	remote     netip.Addr // a "remote" address on the host's lo, for ping
 }
 
-func run(t *testing.T, name string, args ...string) {
+func run(t testing.TB, name string, args ...string) {
 	t.Helper()
 	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
 		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
@@ -170,16 +170,14 @@ func startDNSServer(t *testing.T, addr netip.Addr) {
 	t.Cleanup(func() { srv.Shutdown() })
 }
 
-// runGuest makes a guest namespace with a TAP, runs the engine on it (in
-// this process, or as an engine process with seccomp) and checks the
-// traffic.
-func runGuest(t *testing.T, h *e2eHost, vnet, process bool) {
+// newTapGuest makes a guest network namespace holding tap0 (10.0.2.100/24,
+// default route via 10.0.2.2) and returns it and the TAP's fd.
+func newTapGuest(t testing.TB, vnet bool, offloads uint32, mtu int) (*linktest.Netns, int) {
+	t.Helper()
 	ns, err := linktest.NewNetns()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ns.Close()
-	offloads := uint32(link.TunFCsum | link.TunFTSO4 | link.TunFTSO6)
 	var fd int
 	err = ns.Do(func() error {
 		var err error
@@ -187,7 +185,7 @@ func runGuest(t *testing.T, h *e2eHost, vnet, process bool) {
 		if err != nil {
 			return err
 		}
-		if err := linktest.ConfigureLink("tap0", 1500, netip.MustParsePrefix("10.0.2.100/24")); err != nil {
+		if err := linktest.ConfigureLink("tap0", mtu, netip.MustParsePrefix("10.0.2.100/24")); err != nil {
 			return err
 		}
 		l, err := netlink.LinkByName("tap0")
@@ -197,8 +195,19 @@ func runGuest(t *testing.T, h *e2eHost, vnet, process bool) {
 		return netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.IPv4(10, 0, 2, 2)})
 	})
 	if err != nil {
+		ns.Close()
 		t.Fatalf("guest set-up: %v", err)
 	}
+	return ns, fd
+}
+
+// runGuest makes a guest namespace with a TAP, runs the engine on it (in
+// this process, or as an engine process with seccomp) and checks the
+// traffic.
+func runGuest(t *testing.T, h *e2eHost, vnet, process bool) {
+	offloads := uint32(link.TunFCsum | link.TunFTSO4 | link.TunFTSO6)
+	ns, fd := newTapGuest(t, vnet, offloads, 1500)
+	defer ns.Close()
 	cfg := testConfig()
 	cfg.EnableIPv6 = false
 	var stats *Stats

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 
@@ -135,10 +136,19 @@ func cpuTime(b *testing.B) time.Duration {
 }
 
 func (env *tapEnv) logStats(b *testing.B) {
+	var tapDrops uint64
+	_ = env.ns.Do(func() error {
+		l, err := netlink.LinkByName("tap0")
+		if err == nil && l.Attrs().Statistics != nil {
+			tapDrops = l.Attrs().Statistics.TxDropped
+		}
+		return err
+	})
 	if env.ep == nil {
+		b.Logf("N=%d kernel dropped %d frames on tap0 (we read too slowly)", b.N, tapDrops)
 		return
 	}
 	st := env.ep.Stats()
-	b.Logf("N=%d rx %d frames (%d GSO, %d dropped), tx %d frames (%d GSO, %d errors)",
-		b.N, st.RxFrames, st.RxGSOFrames, st.RxDropped, st.TxFrames, st.TxGSOFrames, st.TxErrors)
+	b.Logf("N=%d rx %d frames (%d GSO, %d dropped), tx %d frames (%d GSO, %d errors); kernel dropped %d on tap0",
+		b.N, st.RxFrames, st.RxGSOFrames, st.RxDropped, st.TxFrames, st.TxGSOFrames, st.TxErrors, tapDrops)
 }

@@ -149,6 +149,11 @@ func New(fd int, opts Options) (*Endpoint, error) {
 	if err := checkVnetFlag(fd, opts.VnetHdr); err != nil {
 		return nil, err
 	}
+	if opts.SetOffloads && opts.Offloads != 0 && !opts.VnetHdr {
+		// Without the header the kernel has no way to tell us that a
+		// frame is a GSO frame or carries a partial checksum.
+		return nil, errors.New("link: TUNSETOFFLOAD without VnetHdr")
+	}
 	if opts.SetOffloads {
 		if err := SetOffload(fd, opts.Offloads); err != nil {
 			return nil, err
@@ -431,17 +436,20 @@ func (e *Endpoint) deliver(n int) {
 	d.DeliverNetworkPacket(pkt.NetworkProtocolNumber, pkt)
 }
 
-// rxViewSizes are the buffers one read scatters into: the first holds a
-// whole standard-MTU frame (so headers are contiguous), and together they
-// hold the largest frame a TAP can produce (64 KiB GSO frame or 65535-byte
-// MTU plus headers). Only the views a frame used are handed to the stack,
-// so small frames do not pin 64 KiB each and no byte is copied.
-var rxViewSizes = [...]int{2048, 2048, 4096, 8192, 16384, 32768, 1024}
+// rxViewSizes returns the sizes of the buffers one read scatters into. The
+// first holds a whole standard-MTU frame (so headers are contiguous);
+// together they hold the largest frame a TAP can produce (a 64 KiB GSO frame,
+// or a 65535-byte MTU plus headers). Only the views a frame used go to the
+// stack, so small frames do not pin 64 KiB each and no byte is copied.
+func rxViewSizes() [rxViews]int { return [rxViews]int{2048, 2048, 4096, 8192, 16384, 32768, 1024} }
+
+const rxViews = 7
 
 type rxState struct {
 	vnet  bool
 	hdr   [VnetHdrSize]byte
-	views [len(rxViewSizes)]*buffer.View
+	sizes [rxViews]int
+	views [rxViews]*buffer.View
 	iov   []unix.Iovec
 	n     int
 	errno syscall.Errno
@@ -450,7 +458,8 @@ type rxState struct {
 
 func (r *rxState) init(vnet bool) {
 	r.vnet = vnet
-	n := len(rxViewSizes)
+	r.sizes = rxViewSizes()
+	n := rxViews
 	if vnet {
 		n++
 		r.iov = make([]unix.Iovec, n)
@@ -473,10 +482,10 @@ func (r *rxState) fill() {
 		if v != nil {
 			continue
 		}
-		v = buffer.NewViewSize(rxViewSizes[i])
+		v = buffer.NewViewSize(r.sizes[i])
 		r.views[i] = v
 		r.iov[i+off].Base = &v.AsSlice()[0]
-		r.iov[i+off].SetLen(rxViewSizes[i])
+		r.iov[i+off].SetLen(r.sizes[i])
 	}
 }
 
@@ -636,6 +645,11 @@ func (t *txState) reset(pkts []*stack.PacketBuffer) {
 func (t *txState) writeAll(fd uintptr) bool {
 	for t.next < len(t.pkts) {
 		iov := t.iovecs(t.pkts[t.next])
+		if len(iov) == 0 {
+			t.errno = unix.EINVAL // an empty packet: nothing to send
+			t.next++
+			continue
+		}
 		_, _, errno := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
 		switch errno {
 		case 0:

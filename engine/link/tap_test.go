@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
@@ -99,7 +99,12 @@ func newTapEnv(tb testing.TB, kind linkKind, mtu int) *tapEnv {
 	tb.Cleanup(func() {
 		// Stop the link first: Stack.Close does not detach NICs, and
 		// RemoveNIC would wait for the reader under the stack's lock.
-		if env.ep != nil {
+		if env.ep != nil && os.Getenv("H2_OLD_TEARDOWN") == "" {
+			env.ep.Close()
+			env.ep.Wait()
+		} else if env.ep != nil {
+			env.s.Close()
+			env.s.Wait()
 			env.ep.Close()
 			env.ep.Wait()
 		} else {
@@ -268,7 +273,11 @@ func TestTapEndToEnd(t *testing.T) {
 						before := env.ep.Stats()
 						kernelToGvisor(t, env, fam.gw, size)
 						st := env.ep.Stats()
-						t.Logf("rx frames %d (gso %d), dropped %d", st.RxFrames-before.RxFrames, st.RxGSOFrames-before.RxGSOFrames, st.RxDropped-before.RxDropped)
+						t.Logf("rx frames %d (gso %d, length fixed %d), dropped %d", st.RxFrames-before.RxFrames,
+							st.RxGSOFrames-before.RxGSOFrames, st.RxGSOLenFixed-before.RxGSOLenFixed, st.RxDropped-before.RxDropped)
+						if st.RxDropped != before.RxDropped {
+							t.Errorf("%d frames dropped", st.RxDropped-before.RxDropped)
+						}
 						if kind == kindVnet && mtu == 1500 && st.RxGSOFrames == before.RxGSOFrames {
 							t.Error("no GSO frame received from the kernel")
 						}
@@ -278,6 +287,9 @@ func TestTapEndToEnd(t *testing.T) {
 						gvisorToKernel(t, env, fam.guest, size)
 						st := env.ep.Stats()
 						t.Logf("tx frames %d (gso %d), errors %d", st.TxFrames-before.TxFrames, st.TxGSOFrames-before.TxGSOFrames, st.TxErrors-before.TxErrors)
+						if st.TxErrors != before.TxErrors {
+							t.Errorf("%d write errors", st.TxErrors-before.TxErrors)
+						}
 						if kind == kindVnet && mtu == 1500 && st.TxGSOFrames == before.TxGSOFrames {
 							t.Error("no GSO frame sent to the kernel")
 						}
@@ -287,5 +299,3 @@ func TestTapEndToEnd(t *testing.T) {
 		}
 	}
 }
-
-var _ = errors.New

@@ -93,7 +93,7 @@ func (o *outer) bindResolvConf() error {
 func (o *outer) startServices() error {
 	s := &o.services
 	zone := testnet.Zone{testName + ".": {netip.MustParseAddr(testNameAddr)}}
-	if err := s.ServeDNS(hostPort("127.0.0.1", dnsPort), zone); err != nil {
+	if _, err := s.ServeDNS(hostPort("127.0.0.1", dnsPort), zone); err != nil {
 		return err
 	}
 	if err := s.ServeHTTP(hostPort("127.0.0.1", httpPort)); err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,32 +19,42 @@ import (
 type Zone map[string][]netip.Addr
 
 // ServeDNS starts an authoritative DNS server for zone on addr over both UDP
-// and TCP and registers it with s. It returns once both sockets listen.
-func (s *Services) ServeDNS(addr string, zone Zone) error {
+// and TCP (on the same port; with port 0, the one UDP got), registers it
+// with s, and returns the UDP address once both sockets listen.
+func (s *Services) ServeDNS(addr string, zone Zone) (net.Addr, error) {
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
 		_ = w.WriteMsg(zone.answer(req))
 	})
 	pc, err := net.ListenPacket("udp", addr)
 	if err != nil {
-		return fmt.Errorf("dns: listen udp %s: %w", addr, err)
+		return nil, fmt.Errorf("dns: listen udp %s: %w", addr, err)
 	}
-	ln, err := net.Listen("tcp", addr)
+	ua := pc.LocalAddr().(*net.UDPAddr)
+	tcpAddr := net.JoinHostPort(ua.IP.String(), strconv.Itoa(ua.Port))
+	ln, err := net.Listen("tcp", tcpAddr)
 	if err != nil {
 		pc.Close()
-		return fmt.Errorf("dns: listen tcp %s: %w", addr, err)
+		return nil, fmt.Errorf("dns: listen tcp %s: %w", tcpAddr, err)
 	}
 	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: ln, Handler: h}} {
 		started := make(chan struct{})
+		failed := make(chan error, 1)
 		srv.NotifyStartedFunc = func() { close(started) }
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			_ = srv.ActivateAndServe()
+			failed <- srv.ActivateAndServe()
 		}()
-		<-started
-		s.add(dnsCloser{srv})
+		select {
+		case <-started:
+			s.add(dnsCloser{srv})
+		case err := <-failed:
+			pc.Close()
+			ln.Close()
+			return nil, fmt.Errorf("dns: serve on %s: %w", ua, err)
+		}
 	}
-	return nil
+	return ua, nil
 }
 
 // dnsCloser adapts dns.Server's Shutdown to io.Closer.

@@ -66,7 +66,7 @@ func run() int {
 
 func start(s *testnet.Services, dnsAddr, httpAddr, echoAddr, peerAddr string, zone testnet.Zone) error {
 	if dnsAddr != "" {
-		if err := s.ServeDNS(dnsAddr, zone); err != nil {
+		if _, err := s.ServeDNS(dnsAddr, zone); err != nil {
 			return err
 		}
 	}

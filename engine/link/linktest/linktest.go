@@ -227,3 +227,14 @@ func configureTCP(s *stack.Stack, o StackOptions) error {
 	}
 	return nil
 }
+
+// SeqpacketPair returns the two ends of a SOCK_SEQPACKET socketpair: a
+// stand-in for a BESS connection (or, with virtio-net headers written by
+// hand, for a TAP). Both are close-on-exec; the caller closes them.
+func SeqpacketPair() (ours, peer int, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, -1, fmt.Errorf("socketpair(SOCK_SEQPACKET): %w", err)
+	}
+	return fds[0], fds[1], nil
+}

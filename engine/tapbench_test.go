@@ -1,0 +1,122 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/slirp4netns-go/slirp4netns/engine/link"
+)
+
+// BenchmarkTAPIperf3 measures the engine on a real TAP with iperf3 (3 s per
+// case) between a guest namespace and an iperf3 server on the host's
+// loopback (through 10.0.2.2), in namespaces it creates like
+// TestEndToEndTAP. It reports Gbit/s and the engine's CPU seconds per GB:
+//
+//	go test -run '^$' -bench TAPIperf3 -benchtime 1x ./engine/
+func BenchmarkTAPIperf3(b *testing.B) {
+	if os.Getenv(e2eEnv) != "1" {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "unshare", "--user", "--map-root-user", "--net", "--mount", "--pid", "--fork", "--mount-proc",
+			os.Args[0], "-test.run=^$", "-test.bench=^BenchmarkTAPIperf3$", "-test.benchtime=1x")
+		cmd.Env = append(os.Environ(), e2eEnv+"=1")
+		out, err := cmd.CombinedOutput()
+		b.Logf("namespaced run:\n%s", out)
+		if err != nil {
+			b.Fatalf("namespaced run: %v", err)
+		}
+		return
+	}
+	run(b, "ip", "link", "set", "lo", "up")
+	const port = "5201"
+	srv := exec.Command("iperf3", "-s", "-B", "127.0.0.1", "-p", port)
+	if err := srv.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { srv.Process.Kill(); srv.Wait() }()
+	time.Sleep(300 * time.Millisecond)
+	for _, mtu := range []int{1500, 65520} {
+		for _, vnet := range []bool{false, true} {
+			for _, reverse := range []bool{false, true} {
+				dir := "guest2host"
+				if reverse {
+					dir = "host2guest"
+				}
+				b.Run(fmt.Sprintf("mtu=%d/vnet_hdr=%v/%s", mtu, vnet, dir), func(b *testing.B) {
+					iperfCase(b, mtu, vnet, reverse, port)
+				})
+			}
+		}
+	}
+}
+
+func iperfCase(b *testing.B, mtu int, vnet, reverse bool, port string) {
+	offloads := uint32(link.TunFCsum | link.TunFTSO4 | link.TunFTSO6)
+	ns, fd := newTapGuest(b, vnet, offloads, mtu)
+	defer ns.Close()
+	ep, err := link.New(fd, link.Options{MTU: uint32(mtu), Address: GatewayMAC, VnetHdr: vnet, Offloads: offloads})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := testConfig()
+	cfg.MTU = mtu
+	cfg.EnableIPv6 = false
+	eng, err := New(cfg, ep, WithoutServices())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer eng.Close()
+	args := []string{"-c", "10.0.2.2", "-p", port, "-t", "3", "-J"}
+	if reverse {
+		args = append(args, "-R")
+	}
+	var out []byte
+	cpu0 := processCPU(b)
+	for range b.N {
+		err = ns.Do(func() error {
+			var err error
+			out, err = exec.Command("iperf3", args...).Output()
+			return err
+		})
+		if err != nil {
+			b.Fatalf("iperf3: %v\n%s", err, out)
+		}
+	}
+	cpu := processCPU(b) - cpu0
+	var res struct {
+		End struct {
+			SumReceived struct {
+				Bytes         float64 `json:"bytes"`
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		b.Fatalf("iperf3 output: %v", err)
+	}
+	b.ReportMetric(res.End.SumReceived.BitsPerSecond/1e9, "Gbit/s")
+	if gb := res.End.SumReceived.Bytes / 1e9; gb > 0 {
+		// This process's CPU (the engine, plus little else) per GB moved.
+		b.ReportMetric(cpu.Seconds()/gb, "cpu-s/GB")
+	}
+}
+
+// processCPU is this process's user+system CPU time so far.
+func processCPU(b *testing.B) time.Duration {
+	stat, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command name (which may contain spaces).
+	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+}
