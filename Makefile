@@ -11,7 +11,9 @@ DESTDIR ?=
 BIN     := bin/slirp4netns
 # The integration tests run each case as root and as uid 65534; independent
 # cases run in parallel within one outer namespace (they mostly wait).
-ITEST_FLAGS ?= -count=1 -timeout 8m -parallel 8
+# The timeout is shared by the two privilege variants (each gets half).
+ITEST_FLAGS ?= -count=1 -timeout 6m -parallel 8
+UTEST_FLAGS ?= -count=1 -timeout 3m
 LOGDIR  := bin/test-logs
 # Summary lines printed after each test run so that CI logs show them.
 SUMMARY := ^(=== VARIANT|--- FAIL|--- PASS|ok |FAIL|PASS$$|panic:)
@@ -27,15 +29,23 @@ deps:
 	@scripts/install-deps
 
 # test: vet, unit tests (everything but test/integration), then the
-# integration suite against bin/slirp4netns.
-test: deps build vet test-unit test-integration
+# integration suite against bin/slirp4netns. Every phase runs even if an
+# earlier one failed, so that CI shows all results; the exit status says
+# whether all passed.
+test: deps build
+	@rc=0; \
+	$(MAKE) --no-print-directory vet || rc=1; \
+	$(MAKE) --no-print-directory test-unit || rc=1; \
+	$(MAKE) --no-print-directory test-integration || rc=1; \
+	if [ $$rc = 0 ]; then echo "make test: all passed"; else echo "make test: FAILED"; fi; \
+	exit $$rc
 
 vet:
 	$(GO) vet ./...
 
 test-unit:
 	@mkdir -p $(LOGDIR)
-	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test/integration) 2>&1 | tee $(LOGDIR)/unit.log
+	$(GO) test $(UTEST_FLAGS) $$($(GO) list ./... | grep -v /test/integration) 2>&1 | tee $(LOGDIR)/unit.log
 
 test-integration: build
 	@mkdir -p $(LOGDIR)
@@ -67,9 +77,10 @@ bench:
 # bench-net: ours vs C slirp4netns vs pasta, with ../shared/bench/netbench;
 # writes docs/benchmarks.md.
 NETBENCH ?= ../shared/bench/netbench
+NETBENCH_FLAGS ?=
 bench-net: deps build
 	@mkdir -p $(LOGDIR)
-	$(NETBENCH) --impl go-slirp4netns=./$(BIN) --impl c-slirp4netns=/usr/bin/slirp4netns --impl pasta \
+	$(NETBENCH) $(NETBENCH_FLAGS) --impl go-slirp4netns=./$(BIN) --impl c-slirp4netns=/usr/bin/slirp4netns --impl pasta \
 		--json $(LOGDIR)/netbench.json | tee $(LOGDIR)/netbench.txt
 	scripts/benchmarks-md $(LOGDIR)/netbench.txt $(LOGDIR)/netbench.json >docs/benchmarks.md
 	@echo "wrote docs/benchmarks.md"

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -64,6 +65,7 @@ type run struct {
 
 	engine *engineProc
 	api    *api.Server
+	apiLn  *net.UnixListener
 }
 
 func (s *run) main() error {
@@ -189,6 +191,7 @@ func (s *run) startAPI() error {
 		return err
 	}
 	s.api = api.NewServer(s.engine, api.Options{Plan: s.plan, EnableIPv6: s.cfg.EnableIPv6})
+	s.apiLn = ln
 	go func() {
 		if err := s.api.Serve(ln); err != nil {
 			fmt.Fprintf(s.stderr, "api: %v\n", err)
@@ -246,6 +249,9 @@ func pollExitFD(fd int, done chan<- struct{}) {
 func (s *run) cleanup() {
 	if s.api != nil {
 		s.api.Close()
+		// Serve may not have taken the listener over yet; closing it
+		// again is harmless and removes the socket file either way.
+		s.apiLn.Close()
 	}
 	if s.engine != nil {
 		s.engine.shutdown(shutdownTimeout)

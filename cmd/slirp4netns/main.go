@@ -3,6 +3,11 @@
 // short-lived helper that opens the TAP inside the target namespaces, and the
 // engine that runs the network stack; the mode is chosen by an environment
 // variable that only the supervisor sets when it re-executes itself.
+// The runtime would otherwise keep cgroup files open for re-reading the CPU
+// limit; those descriptors could take the number of a --ready-fd/--exit-fd
+// that the caller left closed and hide the mistake.
+//go:debug updatemaxprocs=0
+//go:debug containermaxprocs=0
 package main
 
 import (

@@ -126,9 +126,11 @@ type Endpoint struct {
 	mtu           uint32
 	onCloseAction func()
 	closed        bool
-	running       bool // a reader goroutine runs
-	stopping      bool // it was asked to stop by Attach(nil)
-	wg            sync.WaitGroup
+	running       bool      // a reader goroutine is reading
+	stopping      bool      // it was asked to stop by Attach(nil)
+	readers       int       // reader goroutines not yet returned
+	delivering    bool      // a reader is inside DeliverNetworkPacket
+	changed       sync.Cond // on e.mu: readers or delivering changed
 	closedOnce    sync.Once
 
 	rx rxState // owned by the reader goroutine
@@ -180,6 +182,7 @@ func New(fd int, opts Options) (*Endpoint, error) {
 		addr:     opts.Address,
 		mtu:      opts.MTU,
 	}
+	e.changed.L = &e.mu
 	if opts.VnetHdr || opts.RXChecksumOffload {
 		e.caps |= stack.CapabilityRXChecksumOffload
 	}
@@ -287,6 +290,7 @@ func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
 	if d == nil {
 		if e.running {
 			e.stopping = true
+			e.changed.Broadcast()
 			// A past deadline makes the pending (or next) read fail.
 			_ = e.f.SetReadDeadline(time.Unix(1, 0))
 		}
@@ -302,18 +306,34 @@ func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
 	}
 	if !e.running {
 		e.running = true
-		e.wg.Add(1)
-		go func() {
-			defer e.wg.Done()
-			if err := e.readLoop(); err != errDetached {
-				e.reportClosed(err)
-			}
-		}()
+		e.readers++
+		go e.reader()
 	}
 }
 
-// Wait implements stack.LinkEndpoint: it waits for the reader goroutine.
-func (e *Endpoint) Wait() { e.wg.Wait() }
+func (e *Endpoint) reader() {
+	if err := e.readLoop(); err != errDetached {
+		e.reportClosed(err)
+	}
+	e.mu.Lock()
+	e.readers--
+	e.changed.Broadcast()
+	e.mu.Unlock()
+}
+
+// Wait implements stack.LinkEndpoint: it waits for the reader goroutine to
+// return, except that after Close or Attach(nil) it does not wait for a
+// delivery in progress. Stack.Wait calls Wait while holding the stack's
+// lock, and a delivery may need that lock (to send a RST, say); the reader
+// returns as soon as that delivery does, without reading or delivering
+// anything else.
+func (e *Endpoint) Wait() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for e.readers > 0 && !((e.closed || e.stopping) && e.delivering) {
+		e.changed.Wait()
+	}
+}
 
 // Close implements stack.LinkEndpoint: it runs the on-close action, stops
 // the reader and closes the fd. It does not wait; call Wait for that.
@@ -324,6 +344,7 @@ func (e *Endpoint) Close() {
 		return
 	}
 	e.closed = true
+	e.changed.Broadcast() // a Wait may now skip a blocked delivery
 	action := e.onCloseAction
 	e.onCloseAction = nil
 	e.mu.Unlock()
@@ -418,22 +439,41 @@ func (e *Endpoint) deliver(n int) {
 		e.stats.rxDropped.Add(1)
 		return
 	}
-	e.mu.RLock()
-	d := e.dispatcher
-	e.mu.RUnlock()
-	if d == nil {
-		e.stats.rxDropped.Add(1)
-		return
-	}
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: e.rx.take(frameLen)})
 	defer pkt.DecRef()
 	if !e.ParseHeader(pkt) {
 		e.stats.rxDropped.Add(1)
 		return
 	}
+	d := e.beginDelivery()
+	if d == nil {
+		e.stats.rxDropped.Add(1)
+		return
+	}
 	e.stats.rxFrames.Add(1)
 	e.stats.rxBytes.Add(uint64(frameLen))
 	d.DeliverNetworkPacket(pkt.NetworkProtocolNumber, pkt)
+	e.endDelivery()
+}
+
+// beginDelivery returns the dispatcher to deliver to and marks the reader
+// as delivering, or returns nil once the endpoint is closed or detached:
+// checking and marking under one lock is what lets Wait skip a delivery
+// that is blocked on the stack.
+func (e *Endpoint) beginDelivery() stack.NetworkDispatcher {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed || e.stopping || e.dispatcher == nil {
+		return nil
+	}
+	e.delivering = true
+	return e.dispatcher
+}
+
+func (e *Endpoint) endDelivery() {
+	e.mu.Lock()
+	e.delivering = false
+	e.mu.Unlock()
 }
 
 // rxViewSizes returns the sizes of the buffers one read scatters into. The

@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
@@ -99,12 +98,7 @@ func newTapEnv(tb testing.TB, kind linkKind, mtu int) *tapEnv {
 	tb.Cleanup(func() {
 		// Stop the link first: Stack.Close does not detach NICs, and
 		// RemoveNIC would wait for the reader under the stack's lock.
-		if env.ep != nil && os.Getenv("H2_OLD_TEARDOWN") == "" {
-			env.ep.Close()
-			env.ep.Wait()
-		} else if env.ep != nil {
-			env.s.Close()
-			env.s.Wait()
+		if env.ep != nil {
 			env.ep.Close()
 			env.ep.Wait()
 		} else {
@@ -298,4 +292,70 @@ func TestTapEndToEnd(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestStackTeardownUnderLoad tears the stack down the way the engine does
+// (Stack.Close then Stack.Wait, with the link still attached) while the
+// kernel is streaming into it. Stack.Wait removes the NIC and waits for the
+// link endpoint while holding the stack's lock, and the reader may be in the
+// middle of a delivery that needs that lock (to answer with a RST): Wait
+// must not deadlock on it.
+func TestStackTeardownUnderLoad(t *testing.T) {
+	for _, kind := range []linkKind{kindVnet, kindPlain} {
+		t.Run(kind.String(), func(t *testing.T) {
+			env := newTapEnv(t, kind, 1500)
+			laddr, proto := gvisorAddr(gw4, 5003)
+			ln, err := gonet.ListenTCP(env.s, laddr, proto)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			kc, gc := connectPairT(t, ln, func() (net.Conn, error) { return env.dialKernel("10.0.2.2:5003") })
+			defer kc.Close()
+			defer gc.Close()
+			deadline := time.Now().Add(ioLimit)
+			kc.SetDeadline(deadline)
+			gc.SetDeadline(deadline)
+			go io.Copy(io.Discard, gc)
+			go func() {
+				buf := make([]byte, 1<<20)
+				for {
+					if _, err := kc.Write(buf); err != nil {
+						return
+					}
+				}
+			}()
+			time.Sleep(300 * time.Millisecond)
+			done := make(chan struct{})
+			go func() {
+				env.s.Close()
+				env.s.Wait()
+				close(done)
+			}()
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				t.Fatal("Stack.Close/Wait deadlocked with the link endpoint")
+			}
+			kc.Close()
+		})
+	}
+}
+
+func connectPairT(t *testing.T, ln net.Listener, dial func() (net.Conn, error)) (net.Conn, net.Conn) {
+	t.Helper()
+	acc := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		acc <- c
+	}()
+	kc, err := dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gc := <-acc
+	if gc == nil {
+		t.Fatal("accept failed")
+	}
+	return kc, gc
 }

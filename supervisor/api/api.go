@@ -144,6 +144,9 @@ func NewServer(be Backend, opts Options) *Server {
 // then returns the error and leaves ln open).
 func (s *Server) Serve(ln *net.UnixListener) error {
 	if !s.addListener(ln) {
+		// Closed before Serve started: the listener is still ours to
+		// close, which also removes the socket file.
+		ln.Close()
 		return nil
 	}
 	defer s.removeListener(ln)

@@ -28,29 +28,35 @@ const probeTimeout = time.Second
 // error and is left untouched. Closing the returned listener removes the
 // socket file.
 func Listen(path string) (*net.UnixListener, error) {
+	return ListenUnix("unix", path, "API socket")
+}
+
+// ListenUnix is Listen for any unix socket type: network is "unix" or
+// "unixpacket" (the BESS socket); what names the socket in errors.
+func ListenUnix(network, path, what string) (*net.UnixListener, error) {
 	switch {
 	case path == "":
 		// Go would autobind an abstract socket nobody can find.
-		return nil, errors.New("API socket path is empty")
+		return nil, fmt.Errorf("%s path is empty", what)
 	case strings.HasPrefix(path, "@"):
 		// Go takes a leading "@" for the abstract namespace; the C binds a
 		// file of that name, relative to the working directory.
 		path = "./" + path
 	}
-	if err := removeStaleSocket(path); err != nil {
+	if err := removeStaleSocket(network, path, what); err != nil {
 		return nil, err
 	}
 	lc := net.ListenConfig{Control: chmodBeforeBind}
-	ln, err := lc.Listen(context.Background(), "unix", path)
+	ln, err := lc.Listen(context.Background(), network, path)
 	if err != nil {
-		return nil, fmt.Errorf("listen on API socket %q: %w", path, err)
+		return nil, fmt.Errorf("listen on %s %q: %w", what, path, err)
 	}
 	ul, ok := ln.(*net.UnixListener)
-	if !ok { // cannot happen for "unix"; do not leak the socket if it does
+	if !ok { // cannot happen for unix networks; do not leak the socket if it does
 		ln.Close()
-		return nil, fmt.Errorf("listen on API socket %q: unexpected listener %T", path, ln)
+		return nil, fmt.Errorf("listen on %s %q: unexpected listener %T", what, path, ln)
 	}
-	if err := fixMode(path); err != nil {
+	if err := fixMode(path, what); err != nil {
 		ul.Close()
 		return nil, err
 	}
@@ -75,55 +81,55 @@ func chmodBeforeBind(_, _ string, c syscall.RawConn) error {
 
 // fixMode restores 0600 when a umask also removed owner bits (e.g. 0277),
 // which would leave the owner unable to connect.
-func fixMode(path string) error {
+func fixMode(path, what string) error {
 	fi, err := os.Lstat(path)
 	if err != nil {
-		return fmt.Errorf("stat API socket %q: %w", path, err)
+		return fmt.Errorf("stat %s %q: %w", what, path, err)
 	}
 	if fi.Mode().Type() != fs.ModeSocket {
-		return fmt.Errorf("API socket %q was replaced while it was being created", path)
+		return fmt.Errorf("%s %q was replaced while it was being created", what, path)
 	}
 	if fi.Mode().Perm() == socketMode {
 		return nil
 	}
 	if err := os.Chmod(path, socketMode); err != nil {
-		return fmt.Errorf("chmod API socket %q: %w", path, err)
+		return fmt.Errorf("chmod %s %q: %w", what, path, err)
 	}
 	return nil
 }
 
 // removeStaleSocket makes path free for bind(2) when it holds a socket file
 // nobody listens on, and refuses everything else that exists there.
-func removeStaleSocket(path string) error {
+func removeStaleSocket(network, path, what string) error {
 	fi, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("API socket %q: %w", path, err)
+		return fmt.Errorf("%s %q: %w", what, path, err)
 	}
 	switch {
 	case fi.Mode()&fs.ModeSymlink != 0:
-		return fmt.Errorf("API socket %q: is a symbolic link, refusing to follow or remove it", path)
+		return fmt.Errorf("%s %q: is a symbolic link, refusing to follow or remove it", what, path)
 	case fi.Mode().Type() != fs.ModeSocket:
-		return fmt.Errorf("API socket %q: exists and is not a socket, refusing to remove it", path)
+		return fmt.Errorf("%s %q: exists and is not a socket, refusing to remove it", what, path)
 	}
-	conn, err := net.DialTimeout("unix", path, probeTimeout)
+	conn, err := net.DialTimeout(network, path, probeTimeout)
 	if err == nil {
 		conn.Close()
-		return fmt.Errorf("API socket %q: already in use by a running server", path)
+		return fmt.Errorf("%s %q: already in use by a running server", what, path)
 	}
 	if !errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("API socket %q: cannot tell whether it is stale: %w", path, err)
+		return fmt.Errorf("%s %q: cannot tell whether it is stale: %w", what, path, err)
 	}
 	// Remove only the file that was probed: if it was swapped meanwhile,
 	// the new one is somebody else's.
 	again, err := os.Lstat(path)
 	if err != nil || !os.SameFile(fi, again) {
-		return fmt.Errorf("API socket %q: changed while checking whether it is stale", path)
+		return fmt.Errorf("%s %q: changed while checking whether it is stale", what, path)
 	}
 	if err := os.Remove(path); err != nil {
-		return fmt.Errorf("remove stale API socket %q: %w", path, err)
+		return fmt.Errorf("remove stale %s %q: %w", what, path, err)
 	}
 	return nil
 }

@@ -33,7 +33,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 )
 
@@ -109,10 +111,12 @@ func runVariants() int {
 			variants = "rootless"
 		}
 	}
+	list := strings.Split(variants, ",")
+	args := splitTimeout(os.Args[1:], len(list))
 	failed := 0
-	for _, v := range strings.Split(variants, ",") {
+	for _, v := range list {
 		fmt.Printf("=== VARIANT %s: %s=%s %s=%s\n", v, envBin, bin, envImpl, implName())
-		code, err := runVariant(v, bin)
+		code, err := runVariant(v, bin, args)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "=== VARIANT %s: %v\n", v, err)
 			code = 1
@@ -140,7 +144,7 @@ var unshareOuter = []string{"unshare", "--user", "--map-root-user", "--net", "--
 	"--pid", "--fork", "--mount-proc", "--kill-child"}
 
 // runVariant runs the suite in one outer namespace and returns its exit code.
-func runVariant(variant, bin string) (int, error) {
+func runVariant(variant, bin string, args []string) (int, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return 1, fmt.Errorf("find test binary: %w", err)
@@ -171,7 +175,7 @@ func runVariant(variant, bin string) (int, error) {
 	default:
 		return 1, fmt.Errorf("unknown variant %q in %s (want root or rootless)", variant, envVariants)
 	}
-	argv = append(argv, childArgs(os.Args[1:])...)
+	argv = append(argv, childArgs(args)...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = dir
 	for k, v := range map[string]string{envStage: "init", envVariant: variant, envBin: bin, envImpl: implName()} {
@@ -185,6 +189,24 @@ func runVariant(variant, bin string) (int, error) {
 		return code, nil
 	}
 	return 1, fmt.Errorf("run %v: %w", argv, err)
+}
+
+// splitTimeout gives each of n sequential variant runs an equal share of
+// -test.timeout, so that together they finish before the go command's own
+// deadline (the timeout plus a minute) kills the whole run.
+func splitTimeout(args []string, n int) []string {
+	out := append([]string{}, args...)
+	for i, a := range out {
+		v, ok := strings.CutPrefix(a, "-test.timeout=")
+		if !ok {
+			continue
+		}
+		d, err := time.ParseDuration(v)
+		if err == nil && d > 0 && n > 1 {
+			out[i] = "-test.timeout=" + (d / time.Duration(n)).String()
+		}
+	}
+	return out
 }
 
 // childArgs filters the go test flags for the re-executed suite: the files
@@ -365,9 +387,13 @@ func runInner(m *testing.M) int {
 	code := m.Run()
 	if err := o.Close(); err != nil {
 		fmt.Fprintln(os.Stderr, "integration: tear down outer namespace:", err)
-		if code == 0 {
-			code = 1
-		}
+		code = max(code, 1)
+	}
+	// Every helper goroutine (process waiters, output readers, servers)
+	// must be gone once the tests and the outer services have ended.
+	if err := goleak.Find(); err != nil {
+		fmt.Fprintln(os.Stderr, "integration: leaked goroutines:", err)
+		code = max(code, 1)
 	}
 	return code
 }
