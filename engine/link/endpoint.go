@@ -25,10 +25,14 @@
 //
 // Nothing else is needed for GSO: the endpoint advertises
 // stack.HostGSOSupported and RX checksum offload itself, and gVisor's TCP
-// then hands it segments of up to GSOMaxSize bytes. To shut down, stop the
-// link before the stack: ep.Close(); ep.Wait(); s.Destroy(). (Stack.Close
-// does not detach NICs, and RemoveNIC would call Attach(nil) under the
-// stack's lock.)
+// then hands it segments of up to GSOMaxSize bytes.
+//
+// Shutting down: Stack.Close does not touch NICs; Stack.Wait removes them,
+// which detaches and closes the endpoint, then waits for it while holding
+// the stack's lock. Wait therefore does not wait for a delivery stuck on
+// that lock, so s.Close(); s.Wait() (or s.Destroy()) cannot deadlock.
+// Closing the link first (ep.Close(); ep.Wait(); s.Destroy()) stops
+// traffic into a stack that is being torn down and is slightly cleaner.
 package link
 
 import (
