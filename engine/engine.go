@@ -81,7 +81,13 @@ func defaultOptions() options {
 }
 
 // WithLogger makes the engine log unusual events (never per-packet) to l.
-func WithLogger(l *log.Logger) Option { return func(o *options) { o.logger = l } }
+func WithLogger(l *log.Logger) Option {
+	return func(o *options) {
+		if l != nil {
+			o.logger = l
+		}
+	}
+}
 
 // WithDialTimeout bounds how long a guest's TCP SYN waits for the host
 // connection before the guest gets a reset.
@@ -159,10 +165,12 @@ type Engine struct {
 	closeOnce   sync.Once
 }
 
-// New builds the stack on ep (which the Engine owns from now on: Close
-// detaches it) and starts the NAT and, unless WithoutServices, the DNS, DHCP
-// and router advertisement services. cfg must be validated (its CIDR
-// parses).
+// New builds the stack on ep and starts the NAT and, unless
+// WithoutServices, the DNS, DHCP and router advertisement services. cfg must
+// be validated (its CIDR parses). The Engine owns ep from then on: Close
+// detaches and closes it. On error ep may or may not have been closed, so
+// the caller closes it (a second Close of an engine/link endpoint is a
+// no-op).
 func New(cfg policy.Config, ep stack.LinkEndpoint, opts ...Option) (*Engine, error) {
 	plan, err := policy.PlanFor(cfg.CIDR)
 	if err != nil {

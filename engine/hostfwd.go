@@ -168,6 +168,16 @@ func (f *forward) close() {
 	f.wg.Wait()
 }
 
+// pause waits a little after an unexpected socket error (EMFILE...), so
+// that a persistent one does not spin a core.
+func (f *forward) pause() {
+	select {
+	case <-f.closing:
+	case <-f.e.ctx.Done():
+	case <-time.After(acceptRetryDelay):
+	}
+}
+
 func (f *forward) stopped() bool {
 	select {
 	case <-f.closing:
@@ -186,11 +196,7 @@ func (f *forward) serveTCP(ln net.Listener) {
 				return
 			}
 			f.e.logf("forward %d: accept: %v", f.id, err)
-			select {
-			case <-f.closing:
-				return
-			case <-time.After(acceptRetryDelay):
-			}
+			f.pause()
 			continue
 		}
 		if !f.conns.add(c) {
@@ -273,9 +279,13 @@ func (f *forward) serveUDP(uc *net.UDPConn) {
 	buf := make([]byte, maxDatagram)
 	for {
 		n, client, err := uc.ReadFromUDPAddrPort(buf)
-		if err != nil {
+		if err != nil || !client.IsValid() {
+			// A shut-down socket reads empty datagrams from nobody.
 			if f.stopped() || errors.Is(err, net.ErrClosed) {
 				return
+			}
+			if err != nil {
+				f.pause()
 			}
 			continue
 		}

@@ -29,13 +29,14 @@ const (
 )
 
 // congestionControl is the TCP congestion control of the stack: gVisor's
-// default, cubic, kept on measurement (BenchmarkTCPThroughEngine and the
-// TAP end-to-end test). On a real TAP the two are within noise of each other
-// (64 MiB in 0.3-1.2 s either way); on a link that drops when its queue is
-// full (as a TAP does when the reader falls behind), reno collapsed to
-// 3-25 MB/s at MTU 1500 where cubic kept ~90 MB/s, and without drops cubic
-// was 20-35 % faster. Tailscale forces reno in its netstack; revisit if
-// cubic misbehaves here (the benchmark has both).
+// default, cubic, kept on measurement. On a real TAP (BenchmarkTAPIperf3,
+// host->guest, where the engine is the sender) the two are within noise:
+// 0.8-0.95 vs 0.8 Gbit/s plain at MTU 1500, 6.4-7.2 vs 7.1-7.3 with the
+// virtio-net header, 6.2-6.5 vs 6.1-8.1 at 65520. On a link that drops when
+// its queue is full (BenchmarkTCPThroughEngine, as a TAP drops when its
+// reader falls behind), reno collapsed to 3-25 MB/s at MTU 1500 where cubic
+// kept ~90 MB/s. Tailscale forces reno in its netstack; revisit if cubic
+// misbehaves here (both benchmarks cover both).
 const congestionControl = "cubic"
 
 // newStack makes the stack with every protocol the guest may speak.

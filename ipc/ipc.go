@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -141,18 +142,39 @@ func (c *Conn) Send(m Message, files ...*os.File) error {
 	}
 	var oob []byte
 	if len(files) > 0 {
-		fds := make([]int, len(files))
-		for i, f := range files {
-			fds[i] = int(f.Fd())
+		fds, err := rawFDs(files)
+		if err != nil {
+			return fmt.Errorf("send %s: %w", m.Type, err)
 		}
 		oob = unix.UnixRights(fds...)
 	}
 	c.smu.Lock()
 	defer c.smu.Unlock()
-	if _, _, err := c.uc.WriteMsgUnix(b, oob, nil); err != nil {
+	_, _, err = c.uc.WriteMsgUnix(b, oob, nil)
+	// The descriptors must stay open until the kernel has duplicated them.
+	runtime.KeepAlive(files)
+	if err != nil {
 		return fmt.Errorf("send %s: %w", m.Type, err)
 	}
 	return nil
+}
+
+// rawFDs returns the descriptor numbers of files without (*os.File).Fd,
+// which would switch a shared socket or TAP back to blocking mode for every
+// process holding it, so that the receiver's pending reads could no longer
+// be interrupted.
+func rawFDs(files []*os.File) ([]int, error) {
+	fds := make([]int, len(files))
+	for i, f := range files {
+		rc, err := f.SyscallConn()
+		if err != nil {
+			return nil, fmt.Errorf("fd of %s: %w", f.Name(), err)
+		}
+		if err := rc.Control(func(fd uintptr) { fds[i] = int(fd) }); err != nil {
+			return nil, fmt.Errorf("fd of %s: %w", f.Name(), err)
+		}
+	}
+	return fds, nil
 }
 
 // SendBody is NewMessage followed by Send.
