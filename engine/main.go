@@ -64,7 +64,7 @@ func (s *server) run() int {
 		return s.fail(err)
 	}
 	linkDone := make(chan error, 1)
-	ep, err := newLinkEndpoint(linkFile, start, func(err error) {
+	ep, err := newLinkEndpoint(linkFile, start, s.log, func(err error) {
 		if err != nil {
 			select {
 			case linkDone <- err:
@@ -82,6 +82,9 @@ func (s *server) run() int {
 		return s.fail(err)
 	}
 	s.eng = eng
+	if b, ok := ep.(*bessLink); ok {
+		b.SetOnConnect(func() { clearNeighbors(eng.Stack(), eng.NIC()) })
+	}
 	// Confine only now: the link, the stack, the resolved --outbound-addr
 	// and the services' sockets exist, and nothing later needs what the
 	// sandbox or the seccomp filter forbids.
@@ -225,18 +228,29 @@ func closeFiles(files []*os.File) {
 }
 
 // newLinkEndpoint makes the link endpoint on the link fd (a TAP, with or
-// without the virtio-net header, or a BESS SOCK_SEQPACKET connection). The
-// endpoint gets its own duplicate of f's descriptor; onClosed is called with
-// a non-nil error when the link ends (peer gone, fd error).
-func newLinkEndpoint(f *os.File, start proto.EngineStart, onClosed func(error)) (stack.LinkEndpoint, error) {
-	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("dup link fd: %w", err)
-	}
+// without the virtio-net header, a listening BESS SOCK_SEQPACKET socket, or
+// one connected BESS connection). The endpoint gets its own duplicate of
+// f's descriptor; onClosed is called with a non-nil error when the link ends
+// (peer gone, fd error; for a BESS listener, only when accepting fails for
+// good: a client that leaves is replaced by the next one, see bess.go).
+func newLinkEndpoint(f *os.File, start proto.EngineStart, logger *log.Logger, onClosed func(error)) (stack.LinkEndpoint, error) {
 	opts := link.Options{
 		MTU:      uint32(start.Config.MTU),
 		Address:  GatewayMAC,
 		OnClosed: onClosed,
+	}
+	if start.Link == proto.LinkBESS {
+		listening, err := isListening(int(f.Fd()))
+		if err != nil {
+			return nil, err
+		}
+		if listening {
+			return newBESSLink(f, opts, logger, onClosed)
+		}
+	}
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("dup link fd: %w", err)
 	}
 	if start.Link == proto.LinkTap {
 		opts.VnetHdr = start.Tap.VnetHdr

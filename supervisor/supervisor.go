@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -66,6 +65,7 @@ type run struct {
 	engine *engineProc
 	api    *api.Server
 	apiLn  *net.UnixListener
+	bess   *bessSocket // --target-type=bess: the socket file to remove
 }
 
 func (s *run) main() error {
@@ -129,7 +129,12 @@ func (s *run) start() error {
 func (s *run) openLink(ctx context.Context) (*os.File, proto.TapInfo, error) {
 	switch {
 	case s.cfg.TargetType == policy.TargetBESS:
-		return nil, proto.TapInfo{}, errors.New("--target-type=bess is not supported yet")
+		f, sock, err := listenBESS(s.cfg.Target)
+		if err != nil {
+			return nil, proto.TapInfo{}, err
+		}
+		s.bess = sock
+		return f, proto.TapInfo{}, nil
 	case s.cfg.NetnsType == policy.NetnsTapFD:
 		return s.adoptTapFD()
 	}
@@ -255,5 +260,8 @@ func (s *run) cleanup() {
 	}
 	if s.engine != nil {
 		s.engine.shutdown(shutdownTimeout)
+	}
+	if s.bess != nil {
+		s.bess.remove()
 	}
 }

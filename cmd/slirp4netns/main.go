@@ -6,6 +6,7 @@
 // The runtime would otherwise keep cgroup files open for re-reading the CPU
 // limit; those descriptors could take the number of a --ready-fd/--exit-fd
 // that the caller left closed and hide the mistake.
+//
 //go:debug updatemaxprocs=0
 //go:debug containermaxprocs=0
 package main

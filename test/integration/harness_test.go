@@ -193,6 +193,9 @@ type SlirpOptions struct {
 	// Tap is the TAP name the leftover check looks for in the guest;
 	// default "tap0" unless Positional is set.
 	Tap string
+	// ExtraFiles are inherited as fds 5, 6, ... (after the ready-fd 3 and
+	// the exit-fd 4), e.g. a TAP for --netns-type=tapfd.
+	ExtraFiles []*os.File
 }
 
 // Slirp is a running slirp4netns.
@@ -265,7 +268,7 @@ func launchSlirp(t *testing.T, g *Guest, o SlirpOptions) *Slirp {
 	s.ready, s.exitW = readyR, exitW
 	s.Cmd = exec.Command(bin, args...)
 	s.Cmd.Env = withEnv(os.Environ(), envMark, s.mark)
-	s.Cmd.ExtraFiles = []*os.File{readyW, exitR} // fds 3 and 4
+	s.Cmd.ExtraFiles = append([]*os.File{readyW, exitR}, o.ExtraFiles...) // fds 3, 4, 5...
 	if o.ReadyFDClosed {
 		s.Cmd.ExtraFiles[0] = nil
 	}

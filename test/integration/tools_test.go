@@ -35,6 +35,7 @@ var tools = map[string]func(ctx context.Context, args []string) error{
 	"serve":    toolServe,
 	"dial":     toolDial,
 	"udp":      toolUDP,
+	"http":     toolHTTP,
 }
 
 // runTool is the "tool" stage: argv is TOOL ARGS...

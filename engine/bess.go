@@ -1,0 +1,415 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/slirp4netns-go/slirp4netns/engine/link"
+)
+
+// BESS mode (--target-type=bess): the supervisor listens on the
+// SOCK_SEQPACKET socket and hands the engine the listening socket, so that
+// --ready-fd is written before User Mode Linux starts. The engine accepts
+// the clients itself:
+//
+//   - one client at a time: a client that connects while another one is
+//     connected is closed at once (it reads EOF), and the connected one
+//     keeps working. C slirp4netns 1.2.0 accepts exactly one client and then
+//     closes its listener, so every later connect(2) fails with
+//     ECONNREFUSED.
+//   - when the client disconnects (UML halted or rebooted), the engine
+//     waits for a new one and serves it on the same stack: the port
+//     forwards, the DHCP leases and the host-side sockets stay. C
+//     slirp4netns 1.2.0 keeps running without a client (its poll loop then
+//     spins on the EOF) and never accepts another.
+//
+// bessLink is the link endpoint the NIC sees. It stays attached for the
+// engine's lifetime and forwards to the current client's link.Endpoint;
+// while no client is connected, outbound frames are dropped.
+type bessLink struct {
+	ln       *net.UnixListener
+	opts     link.Options // for each client's endpoint (OnClosed is set per client)
+	log      *log.Logger
+	onClosed func(error) // the listener failed: the engine cannot go on
+	done     chan struct{}
+
+	mu            sync.Mutex
+	dispatcher    stack.NetworkDispatcher
+	client        *link.Endpoint
+	onConnect     func()
+	onCloseAction func()
+	closed        bool
+	warnedBusy    bool
+	retired       sync.WaitGroup // ended clients' reader goroutines
+
+	dropped atomic.Uint64 // outbound frames while no client was connected
+}
+
+var _ stack.LinkEndpoint = (*bessLink)(nil)
+
+// isListening reports whether fd is a listening socket (SO_ACCEPTCONN).
+func isListening(fd int) (bool, error) {
+	v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+	if err != nil {
+		return false, fmt.Errorf("getsockopt(SO_ACCEPTCONN) on the link fd: %w", err)
+	}
+	return v != 0, nil
+}
+
+// newBESSLink starts accepting BESS clients on the listening socket f (the
+// engine keeps its own duplicate; the caller still closes f). opts are the
+// options of each client's endpoint; onClosed is called once if the
+// listener fails for good.
+func newBESSLink(f *os.File, opts link.Options, logger *log.Logger, onClosed func(error)) (*bessLink, error) {
+	l, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("BESS listener: %w", err)
+	}
+	ul, ok := l.(*net.UnixListener)
+	if !ok {
+		l.Close()
+		return nil, fmt.Errorf("BESS listener: not a unix socket (%T)", l)
+	}
+	// The supervisor created the socket file and removes it; a listener
+	// made by FileListener never unlinks it, and must not.
+	ul.SetUnlinkOnClose(false)
+	opts.OnClosed = nil
+	opts.VnetHdr = false // BESS datagrams are bare Ethernet frames
+	b := &bessLink{
+		ln:       ul,
+		opts:     opts,
+		log:      logger,
+		onClosed: onClosed,
+		done:     make(chan struct{}),
+	}
+	go b.acceptLoop()
+	return b, nil
+}
+
+// SetOnConnect sets a function called (without locks held) each time a new
+// client has been attached.
+func (b *bessLink) SetOnConnect(f func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.onConnect = f
+}
+
+// Dropped is the number of outbound frames dropped while no client was
+// connected.
+func (b *bessLink) Dropped() uint64 { return b.dropped.Load() }
+
+// acceptLoop accepts clients until the listener is closed or fails.
+func (b *bessLink) acceptLoop() {
+	defer close(b.done)
+	for {
+		conn, err := b.ln.AcceptUnix()
+		if err != nil {
+			if b.acceptFailed(err) {
+				return
+			}
+			continue
+		}
+		b.serve(conn)
+	}
+}
+
+// acceptFailed decides whether the accept loop ends after err.
+func (b *bessLink) acceptFailed(err error) bool {
+	if errors.Is(err, net.ErrClosed) || b.isClosed() {
+		return true
+	}
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		switch errno {
+		case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
+			// Transient: the client is still queued, try again shortly.
+			b.log.Printf("BESS: accept: %v; retrying", err)
+			time.Sleep(acceptRetryDelay)
+			return false
+		}
+	}
+	b.log.Printf("BESS: accept: %v", err)
+	if b.onClosed != nil {
+		b.onClosed(fmt.Errorf("BESS listener: %w", err))
+	}
+	return true
+}
+
+// serve makes conn the current client, or refuses it when one is connected.
+func (b *bessLink) serve(conn *net.UnixConn) {
+	defer conn.Close() // the endpoint works on its own duplicate
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return
+	}
+	if b.client != nil {
+		warn := !b.warnedBusy
+		b.warnedBusy = true
+		b.mu.Unlock()
+		if warn {
+			b.log.Print("BESS: refusing another client while one is connected (reported once)")
+		}
+		return
+	}
+	b.mu.Unlock()
+	ep, err := b.newClient(conn)
+	if err != nil {
+		b.log.Printf("BESS: %v", err)
+		return
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		ep.Close()
+		return
+	}
+	b.client = ep
+	if b.dispatcher != nil {
+		ep.Attach(b.dispatcher)
+	}
+	onConnect := b.onConnect
+	b.mu.Unlock()
+	b.log.Print("BESS: client connected")
+	if onConnect != nil {
+		onConnect()
+	}
+}
+
+// newClient wraps the accepted connection in a link endpoint, which gets
+// its own duplicate of the descriptor (conn is closed by the caller).
+func (b *bessLink) newClient(conn *net.UnixConn) (*link.Endpoint, error) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("client fd: %w", err)
+	}
+	fd := -1
+	var dupErr error
+	if err := rc.Control(func(s uintptr) { fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, fmt.Errorf("client fd: %w", err)
+	}
+	if dupErr != nil {
+		return nil, fmt.Errorf("dup client fd: %w", dupErr)
+	}
+	opts := b.opts
+	var ep *link.Endpoint
+	// The reader goroutine, the only caller of OnClosed, starts at Attach,
+	// after ep is set.
+	opts.OnClosed = func(err error) { b.clientGone(ep, err) }
+	ep, err = link.New(fd, opts)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("client endpoint: %w", err)
+	}
+	return ep, nil
+}
+
+// clientGone runs on the client's reader goroutine when it ends: it
+// detaches the client so that the next one can connect.
+func (b *bessLink) clientGone(ep *link.Endpoint, err error) {
+	b.mu.Lock()
+	current := b.client == ep
+	if current {
+		b.client = nil
+	}
+	// nil: Close closed it, the engine is shutting down.
+	closed := b.closed || err == nil
+	if current && !closed {
+		// Its reader returns right after this call; Wait joins it.
+		b.retired.Add(1)
+		go func() {
+			defer b.retired.Done()
+			ep.Wait()
+		}()
+	}
+	b.mu.Unlock()
+	ep.Close()
+	if current && !closed {
+		b.log.Printf("BESS: client disconnected (%v); waiting for a new one", err)
+	}
+}
+
+func (b *bessLink) isClosed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
+}
+
+func (b *bessLink) current() *link.Endpoint {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.client
+}
+
+// MTU implements stack.LinkEndpoint.
+func (b *bessLink) MTU() uint32 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.opts.MTU
+}
+
+// SetMTU implements stack.LinkEndpoint.
+func (b *bessLink) SetMTU(mtu uint32) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.opts.MTU = mtu
+	if b.client != nil {
+		b.client.SetMTU(mtu)
+	}
+}
+
+// MaxHeaderLength implements stack.LinkEndpoint: the Ethernet header.
+func (b *bessLink) MaxHeaderLength() uint16 { return header.EthernetMinimumSize }
+
+// LinkAddress implements stack.LinkEndpoint.
+func (b *bessLink) LinkAddress() tcpip.LinkAddress {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.opts.Address
+}
+
+// SetLinkAddress implements stack.LinkEndpoint.
+func (b *bessLink) SetLinkAddress(addr tcpip.LinkAddress) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.opts.Address = addr
+	if b.client != nil {
+		b.client.SetLinkAddress(addr)
+	}
+}
+
+// Capabilities implements stack.LinkEndpoint: those of a link.Endpoint
+// without the virtio-net header.
+func (b *bessLink) Capabilities() stack.LinkEndpointCapabilities {
+	caps := stack.CapabilityResolutionRequired
+	if b.opts.RXChecksumOffload {
+		caps |= stack.CapabilityRXChecksumOffload
+	}
+	return caps
+}
+
+// ARPHardwareType implements stack.LinkEndpoint.
+func (b *bessLink) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
+
+// AddHeader implements stack.LinkEndpoint. It must work without a client
+// too: the stack adds the header before WritePackets drops the frame.
+func (b *bessLink) AddHeader(pkt *stack.PacketBuffer) {
+	src := pkt.EgressRoute.LocalLinkAddress
+	if src == "" {
+		src = b.LinkAddress()
+	}
+	eth := header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize))
+	eth.Encode(&header.EthernetFields{
+		SrcAddr: src,
+		DstAddr: pkt.EgressRoute.RemoteLinkAddress,
+		Type:    pkt.NetworkProtocolNumber,
+	})
+}
+
+// ParseHeader implements stack.LinkEndpoint.
+func (b *bessLink) ParseHeader(pkt *stack.PacketBuffer) bool {
+	hdr, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
+	if !ok {
+		return false
+	}
+	pkt.NetworkProtocolNumber = header.Ethernet(hdr).Type()
+	return true
+}
+
+// WritePackets implements stack.LinkEndpoint: to the current client, or
+// dropped (and counted) while there is none, as a cable without a peer.
+func (b *bessLink) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	if c := b.current(); c != nil {
+		return c.WritePackets(pkts)
+	}
+	n := pkts.Len()
+	b.dropped.Add(uint64(n))
+	return n, nil
+}
+
+// Attach implements stack.LinkEndpoint: the dispatcher is handed to every
+// client, the current one and those that connect later. Like
+// link.Endpoint.Attach it does not wait.
+func (b *bessLink) Attach(d stack.NetworkDispatcher) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.dispatcher = d
+	if b.client != nil {
+		b.client.Attach(d)
+	}
+}
+
+// IsAttached implements stack.LinkEndpoint.
+func (b *bessLink) IsAttached() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.dispatcher != nil
+}
+
+// Wait implements stack.LinkEndpoint: it waits for the readers of the
+// current and the past clients, with link.Endpoint.Wait's guarantee (a
+// delivery blocked on the stack's lock is not waited for after Attach(nil)
+// or Close). The stack calls it while holding its lock, so it does not wait
+// for the accept loop, which may need that lock (onConnect); Close does.
+func (b *bessLink) Wait() {
+	if c := b.current(); c != nil {
+		c.Wait()
+	}
+	b.retired.Wait()
+}
+
+// Close implements stack.LinkEndpoint: it stops accepting, closes the
+// current client and waits for the accept loop and the clients' readers.
+// The stack calls it without holding its lock.
+func (b *bessLink) Close() {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return
+	}
+	b.closed = true
+	c := b.client
+	action := b.onCloseAction
+	b.onCloseAction = nil
+	b.mu.Unlock()
+	if action != nil {
+		action()
+	}
+	b.ln.Close()
+	if c != nil {
+		c.Close()
+		c.Wait()
+	}
+	<-b.done
+	b.retired.Wait()
+}
+
+// SetOnCloseAction implements stack.LinkEndpoint.
+func (b *bessLink) SetOnCloseAction(action func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.onCloseAction = action
+}
+
+// clearNeighbors forgets the link addresses the stack learnt on nic: a new
+// BESS client (a rebooted UML) has a new MAC, and frames to the old one
+// would be dropped by the guest until the entries went stale.
+func clearNeighbors(s *stack.Stack, nic tcpip.NICID) {
+	for _, p := range []tcpip.NetworkProtocolNumber{ipv4.ProtocolNumber, ipv6.ProtocolNumber} {
+		// ErrNotSupported: IPv6 has no neighbour table without -6.
+		_ = s.ClearNeighbors(nic, p)
+	}
+}
