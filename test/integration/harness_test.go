@@ -256,6 +256,7 @@ func launchSlirp(t *testing.T, g *Guest, o SlirpOptions) *Slirp {
 		s.APISocket = filepath.Join(t.TempDir(), "api.sock")
 		args = append(args, "--api-socket="+s.APISocket)
 	}
+	args = append(args, extraArgs()...)
 	args = append(append(args, o.Args...), pos...)
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
@@ -548,3 +549,10 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 		t.Fatalf("timed out after %v waiting for %s", timeout, what)
 	}
 }
+
+// envExtraArgs names options added to every slirp4netns the suite starts,
+// e.g. "--enable-sandbox --enable-seccomp" to run the whole suite confined.
+const envExtraArgs = "SLIRPTEST_EXTRA_ARGS"
+
+// extraArgs returns the options of envExtraArgs.
+func extraArgs() []string { return strings.Fields(os.Getenv(envExtraArgs)) }
