@@ -15,6 +15,7 @@ import (
 	"github.com/slirp4netns-go/slirp4netns/helper"
 	"github.com/slirp4netns-go/slirp4netns/ipc/proto"
 	"github.com/slirp4netns-go/slirp4netns/policy"
+	"github.com/slirp4netns-go/slirp4netns/sandbox"
 	"github.com/slirp4netns-go/slirp4netns/supervisor/api"
 )
 
@@ -121,6 +122,14 @@ func (s *run) start() error {
 			return err
 		}
 	}
+	if s.cfg.EnableSeccomp {
+		// The supervisor never needs ptrace, mount, kexec, bpf or module
+		// loading; with the engine started it execs nothing more, so the
+		// deny-list (inherited across exec) can go on now.
+		if err := sandbox.ApplyLightSeccomp(); err != nil {
+			return fmt.Errorf("supervisor seccomp: %w", err)
+		}
+	}
 	return s.signalReady()
 }
 
@@ -225,13 +234,83 @@ func (s *run) wait(sigs <-chan os.Signal) error {
 	if s.cfg.ExitFD >= 0 {
 		go pollExitFD(s.cfg.ExitFD, exitFD)
 	}
+	targetGone, stopWatch := s.watchTarget()
+	defer stopWatch()
 	select {
 	case <-sigs:
 		return nil
 	case <-exitFD:
 		return nil
+	case <-targetGone:
+		// Our TAP fd keeps the namespace alive, so nothing else would ever
+		// end us: C 1.2.0 runs on until its exit-fd or a signal. Nobody can
+		// use the namespace through that PID any more, so end cleanly.
+		fmt.Fprintf(s.stderr, "target process %s exited, shutting down\n", s.cfg.Target)
+		return nil
 	case <-s.engine.Done():
 		return fmt.Errorf("engine exited: %w", s.engine.exitReason())
+	}
+}
+
+// watchTarget returns a channel closed when the process named by the PID
+// argument exits (--netns-type=pid only; otherwise it never closes), and a
+// function that stops watching. A pidfd is immune to PID reuse.
+func (s *run) watchTarget() (<-chan struct{}, func()) {
+	gone := make(chan struct{})
+	if s.cfg.TargetType == policy.TargetBESS || (s.cfg.NetnsType != "" && s.cfg.NetnsType != policy.NetnsPID) {
+		return gone, func() {}
+	}
+	pid, err := strconv.Atoi(s.cfg.Target)
+	if err != nil || pid <= 0 {
+		return gone, func() {}
+	}
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err == unix.ESRCH {
+		close(gone)
+		return gone, func() {}
+	}
+	if err != nil {
+		fmt.Fprintf(s.stderr, "WARNING: cannot watch target process %d: %v\n", pid, err)
+		return gone, func() {}
+	}
+	// A pipe wakes the poller when the wait ends for another reason, so
+	// that neither the goroutine nor the pidfd outlives wait.
+	stopR, stopW, err := os.Pipe()
+	if err != nil {
+		unix.Close(pidfd)
+		fmt.Fprintf(s.stderr, "WARNING: cannot watch target process %d: %v\n", pid, err)
+		return gone, func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer unix.Close(pidfd)
+		defer stopR.Close()
+		if pollTargetExit(pidfd, int(stopR.Fd())) {
+			close(gone)
+		}
+	}()
+	return gone, func() {
+		stopW.Close()
+		<-done
+	}
+}
+
+// pollTargetExit waits until pidfd becomes readable (the process exited:
+// true) or stopFD has an event (false).
+func pollTargetExit(pidfd, stopFD int) bool {
+	pfd := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}, {Fd: int32(stopFD), Events: unix.POLLIN}}
+	for {
+		_, err := unix.Poll(pfd, -1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || pfd[1].Revents != 0 {
+			return false
+		}
+		if pfd[0].Revents != 0 {
+			return true
+		}
 	}
 }
 
