@@ -196,6 +196,8 @@ type SlirpOptions struct {
 	// ExtraFiles are inherited as fds 5, 6, ... (after the ready-fd 3 and
 	// the exit-fd 4), e.g. a TAP for --netns-type=tapfd.
 	ExtraFiles []*os.File
+	// Env adds KEY=VALUE entries to slirp4netns's environment.
+	Env []string
 }
 
 // Slirp is a running slirp4netns.
@@ -268,7 +270,7 @@ func launchSlirp(t *testing.T, g *Guest, o SlirpOptions) *Slirp {
 	}
 	s.ready, s.exitW = readyR, exitW
 	s.Cmd = exec.Command(bin, args...)
-	s.Cmd.Env = withEnv(os.Environ(), envMark, s.mark)
+	s.Cmd.Env = append(withEnv(os.Environ(), envMark, s.mark), o.Env...)
 	s.Cmd.ExtraFiles = append([]*os.File{readyW, exitR}, o.ExtraFiles...) // fds 3, 4, 5...
 	if o.ReadyFDClosed {
 		s.Cmd.ExtraFiles[0] = nil
