@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -48,14 +47,16 @@ type bessLink struct {
 
 	mu            sync.Mutex
 	dispatcher    stack.NetworkDispatcher
-	client        *link.Endpoint
+	client        *link.Endpoint // the current client, or nil
+	clientConn    *net.UnixConn  // its accepted connection (for peerHungUp)
+	clientGoneCh  chan struct{}  // closed when it is gone
 	onConnect     func()
 	onCloseAction func()
 	closed        bool
 	warnedBusy    bool
-	retired       sync.WaitGroup // ended clients' reader goroutines
-
-	dropped atomic.Uint64 // outbound frames while no client was connected
+	// retired are the clients that left; Wait joins their readers. One
+	// pointer per client for the engine's lifetime (a UML boot each).
+	retired []*link.Endpoint
 }
 
 var _ stack.LinkEndpoint = (*bessLink)(nil)
@@ -107,10 +108,6 @@ func (b *bessLink) SetOnConnect(f func()) {
 	b.onConnect = f
 }
 
-// Dropped is the number of outbound frames dropped while no client was
-// connected.
-func (b *bessLink) Dropped() uint64 { return b.dropped.Load() }
-
 // acceptLoop accepts clients until the listener is closed or fails.
 func (b *bessLink) acceptLoop() {
 	defer close(b.done)
@@ -148,36 +145,34 @@ func (b *bessLink) acceptFailed(err error) bool {
 	return true
 }
 
-// serve makes conn the current client, or refuses it when one is connected.
+// handoverWait bounds how long a new client waits for the engine to notice
+// that the previous one hung up (its reader reads the remaining frames,
+// then EOF). A client that reconnects at once is not refused for that.
+const handoverWait = time.Second
+
+// serve makes conn the current client, or refuses it (closes it) when
+// another one is connected.
 func (b *bessLink) serve(conn *net.UnixConn) {
-	defer conn.Close() // the endpoint works on its own duplicate
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
+	if !b.makeRoom() {
+		conn.Close()
 		return
 	}
-	if b.client != nil {
-		warn := !b.warnedBusy
-		b.warnedBusy = true
-		b.mu.Unlock()
-		if warn {
-			b.log.Print("BESS: refusing another client while one is connected (reported once)")
-		}
-		return
-	}
-	b.mu.Unlock()
 	ep, err := b.newClient(conn)
 	if err != nil {
 		b.log.Printf("BESS: %v", err)
+		conn.Close()
 		return
 	}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		ep.Close()
+		conn.Close()
 		return
 	}
-	b.client = ep
+	// conn stays open (the endpoint reads its own duplicate) so that the
+	// next client can tell whether this one hung up.
+	b.client, b.clientConn, b.clientGoneCh = ep, conn, make(chan struct{})
 	if b.dispatcher != nil {
 		ep.Attach(b.dispatcher)
 	}
@@ -187,6 +182,54 @@ func (b *bessLink) serve(conn *net.UnixConn) {
 	if onConnect != nil {
 		onConnect()
 	}
+}
+
+// makeRoom reports whether a new client may become the current one: when
+// none is connected, or when the connected one has hung up and its reader
+// noticed within handoverWait. Otherwise the new client is refused, which
+// is reported once.
+func (b *bessLink) makeRoom() bool {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return false
+	}
+	if b.client == nil {
+		b.mu.Unlock()
+		return true
+	}
+	conn, gone := b.clientConn, b.clientGoneCh
+	b.mu.Unlock()
+	if peerHungUp(conn) {
+		select {
+		case <-gone:
+			return !b.isClosed()
+		case <-time.After(handoverWait):
+		}
+	}
+	b.mu.Lock()
+	warn := !b.warnedBusy
+	b.warnedBusy = true
+	b.mu.Unlock()
+	if warn {
+		b.log.Print("BESS: refusing another client while one is connected (reported once)")
+	}
+	return false
+}
+
+// peerHungUp reports whether the other end of conn has closed it.
+func peerHungUp(conn *net.UnixConn) bool {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return true
+	}
+	hup := false
+	_ = rc.Control(func(fd uintptr) {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+		n, err := unix.Poll(pfd, 0)
+		hup = err == nil && n > 0 && pfd[0].Revents&(unix.POLLHUP|unix.POLLRDHUP) != 0
+	})
+	return hup
 }
 
 // newClient wraps the accepted connection in a link endpoint, which gets
@@ -218,26 +261,29 @@ func (b *bessLink) newClient(conn *net.UnixConn) (*link.Endpoint, error) {
 }
 
 // clientGone runs on the client's reader goroutine when it ends: it
-// detaches the client so that the next one can connect.
+// detaches the client so that the next one can connect. err is nil when
+// Close ended it (the engine is shutting down).
 func (b *bessLink) clientGone(ep *link.Endpoint, err error) {
 	b.mu.Lock()
 	current := b.client == ep
+	var conn *net.UnixConn
+	var gone chan struct{}
 	if current {
-		b.client = nil
+		conn, gone = b.clientConn, b.clientGoneCh
+		b.client, b.clientConn, b.clientGoneCh = nil, nil, nil
 	}
-	// nil: Close closed it, the engine is shutting down.
-	closed := b.closed || err == nil
-	if current && !closed {
+	shutdown := b.closed || err == nil
+	if current && !shutdown {
 		// Its reader returns right after this call; Wait joins it.
-		b.retired.Add(1)
-		go func() {
-			defer b.retired.Done()
-			ep.Wait()
-		}()
+		b.retired = append(b.retired, ep)
 	}
 	b.mu.Unlock()
 	ep.Close()
-	if current && !closed {
+	if current {
+		conn.Close()
+		close(gone)
+	}
+	if current && !shutdown {
 		b.log.Printf("BESS: client disconnected (%v); waiting for a new one", err)
 	}
 }
@@ -330,14 +376,12 @@ func (b *bessLink) ParseHeader(pkt *stack.PacketBuffer) bool {
 }
 
 // WritePackets implements stack.LinkEndpoint: to the current client, or
-// dropped (and counted) while there is none, as a cable without a peer.
+// dropped while there is none, as by a cable without a peer.
 func (b *bessLink) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	if c := b.current(); c != nil {
 		return c.WritePackets(pkts)
 	}
-	n := pkts.Len()
-	b.dropped.Add(uint64(n))
-	return n, nil
+	return pkts.Len(), nil
 }
 
 // Attach implements stack.LinkEndpoint: the dispatcher is handed to every
@@ -365,10 +409,16 @@ func (b *bessLink) IsAttached() bool {
 // or Close). The stack calls it while holding its lock, so it does not wait
 // for the accept loop, which may need that lock (onConnect); Close does.
 func (b *bessLink) Wait() {
-	if c := b.current(); c != nil {
-		c.Wait()
+	b.mu.Lock()
+	eps := append([]*link.Endpoint{}, b.retired...)
+	if b.client != nil {
+		eps = append(eps, b.client)
 	}
-	b.retired.Wait()
+	b.mu.Unlock()
+	// Not under b.mu: a reader that is ending calls clientGone.
+	for _, ep := range eps {
+		ep.Wait()
+	}
 }
 
 // Close implements stack.LinkEndpoint: it stops accepting, closes the
@@ -381,7 +431,7 @@ func (b *bessLink) Close() {
 		return
 	}
 	b.closed = true
-	c := b.client
+	c, conn := b.client, b.clientConn
 	action := b.onCloseAction
 	b.onCloseAction = nil
 	b.mu.Unlock()
@@ -391,10 +441,11 @@ func (b *bessLink) Close() {
 	b.ln.Close()
 	if c != nil {
 		c.Close()
+		conn.Close()
 		c.Wait()
 	}
 	<-b.done
-	b.retired.Wait()
+	b.Wait()
 }
 
 // SetOnCloseAction implements stack.LinkEndpoint.

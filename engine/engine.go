@@ -152,6 +152,7 @@ type Engine struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine the engine starts
+	pool   *workerPool    // runs them (goFunc), reusing grown stacks
 	conns  connSet        // open host/guest connections, closed by Close
 
 	tcp  *tcpNAT
@@ -200,6 +201,7 @@ func New(cfg policy.Config, ep stack.LinkEndpoint, opts ...Option) (*Engine, err
 		forwards:    make(map[int]*forward),
 		servicesErr: make(chan error, 4),
 	}
+	e.pool = newWorkerPool(ctx, &e.wg)
 	e.stack = newStack()
 	e.ping = newPinger(e)
 	if err := configureNIC(e.stack, cfg, plan, o.congestion, newGuard(ep, e)); err != nil {
@@ -261,13 +263,7 @@ func (e *Engine) Close() error {
 }
 
 // goFunc runs f on a goroutine the engine waits for in Close.
-func (e *Engine) goFunc(f func()) {
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
-		f()
-	}()
-}
+func (e *Engine) goFunc(f func()) { e.pool.run(f) }
 
 func (e *Engine) logf(format string, args ...any) { e.opts.logger.Printf(format, args...) }
 

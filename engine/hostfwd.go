@@ -225,7 +225,7 @@ func (f *forward) connectTCP(c net.Conn) {
 		return
 	}
 	defer f.conns.remove(g)
-	relay(g, c)
+	f.e.relay(g, c)
 }
 
 // dialGuestTCP connects to guest from the local (possibly foreign, thanks to

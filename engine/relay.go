@@ -27,7 +27,8 @@ type halfCloser interface {
 // relay copies between a and b in both directions until both have ended,
 // propagating half-closes, then closes both. A copy that fails (rather than
 // reaching EOF) closes both at once, so a reset on one side resets the other.
-func relay(a, b net.Conn) {
+// One direction runs on the calling goroutine, the other on a pooled one.
+func (e *Engine) relay(a, b net.Conn) {
 	var wg sync.WaitGroup
 	var once sync.Once
 	abort := func() {
@@ -50,7 +51,7 @@ func relay(a, b net.Conn) {
 		abort()
 	}
 	wg.Add(2)
-	go half(a, b)
+	e.pool.run(func() { half(a, b) })
 	half(b, a)
 	wg.Wait()
 	abort()

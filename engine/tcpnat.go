@@ -117,10 +117,16 @@ func (t *tcpNAT) release(id stack.TransportEndpointID) {
 	t.e.wg.Done()
 }
 
-// handle runs on the forwarder's goroutine for each new guest connection:
-// dial the host first, and only then accept the guest's SYN, so that a
-// refused port gives the guest a reset at once.
+// handle runs on the forwarder's (fresh) goroutine for each new guest
+// connection; the work moves to a pooled worker whose stack has already
+// grown.
 func (t *tcpNAT) handle(r *tcp.ForwarderRequest) {
+	t.e.goFunc(func() { t.connect(r) })
+}
+
+// connect dials the host first, and only then accepts the guest's SYN, so
+// that a refused port gives the guest a reset at once; then it relays.
+func (t *tcpNAT) connect(r *tcp.ForwarderRequest) {
 	id := r.ID()
 	host, err := t.dial(id)
 	if err != nil {
@@ -141,8 +147,7 @@ func (t *tcpNAT) handle(r *tcp.ForwarderRequest) {
 	r.Complete(false)
 	t.release(id)
 	setKeepalive(ep)
-	guest := gonet.NewTCPConn(&wq, ep)
-	t.e.goFunc(func() { t.e.serveConns(guest, host) })
+	t.e.serveConns(gonet.NewTCPConn(&wq, ep), host)
 }
 
 // dial connects to the host destination of a guest flow.
@@ -184,7 +189,7 @@ func (e *Engine) serveConns(guest, host net.Conn) {
 		return
 	}
 	defer e.conns.remove(host)
-	relay(guest, host)
+	e.relay(guest, host)
 }
 
 // setKeepalive turns TCP keepalive on for a guest-side endpoint.

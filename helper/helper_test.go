@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,6 +17,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/slirp4netns-go/slirp4netns/internal/testutil"
 	"github.com/slirp4netns-go/slirp4netns/ipc"
 	"github.com/slirp4netns-go/slirp4netns/ipc/proto"
 )
@@ -374,43 +374,26 @@ func TestInspectTapFDErrors(t *testing.T) {
 }
 
 // openTunIn creates a TUN (not TAP) device in the target's network
-// namespace, from a thread that joins it and is then thrown away.
+// namespace.
 func openTunIn(t *testing.T, tg target) *os.File {
 	t.Helper()
-	type result struct {
-		f   *os.File
-		err error
+	var f *os.File
+	err := testutil.InNetns(tg.netnsPath(), func() error {
+		fd, err := unix.Open(tunDevice, unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		if _, err := tunSetIff(fd, "tun0", unix.IFF_TUN|unix.IFF_NO_PI); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		f = os.NewFile(uintptr(fd), "tun")
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("create tun in target: %v", err)
 	}
-	ch := make(chan result, 1)
-	go func() {
-		// No UnlockOSThread: the thread is in the wrong namespace for
-		// everyone else, so it must exit with this goroutine.
-		runtime.LockOSThread()
-		ch <- func() result {
-			ns, err := netns.GetFromPath(tg.netnsPath())
-			if err != nil {
-				return result{err: err}
-			}
-			defer ns.Close()
-			if err := netns.Set(ns); err != nil {
-				return result{err: err}
-			}
-			fd, err := unix.Open(tunDevice, unix.O_RDWR|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return result{err: err}
-			}
-			if _, err := tunSetIff(fd, "tun0", unix.IFF_TUN|unix.IFF_NO_PI); err != nil {
-				unix.Close(fd)
-				return result{err: err}
-			}
-			return result{f: os.NewFile(uintptr(fd), "tun")}
-		}()
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatalf("create tun in target: %v", r.err)
-	}
-	return r.f
+	return f
 }
 
 // TestNsenterConstructor runs the test binary in helper mode with a

@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/slirp4netns-go/slirp4netns/internal/testutil"
 	"github.com/slirp4netns-go/slirp4netns/ipc/proto"
 )
 
@@ -49,18 +49,8 @@ func probe(pid string) int {
 // gets a 666 copy of the device node bind-mounted over it; the host's node
 // is untouched.
 func TestOpenTapUnprivileged(t *testing.T) {
-	dir, err := os.MkdirTemp("", "helper-unpriv")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	bin := filepath.Join(dir, "helper.test")
-	if err := copyExecutable("/proc/self/exe", bin); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := testutil.SharedTempDir(t, "helper-unpriv")
+	bin := testutil.CopyTestBinary(t, dir, "helper.test")
 	script := fmt.Sprintf(`set -e
 mkdir %[1]s/dev
 mount -t tmpfs tmpfs %[1]s/dev
@@ -85,15 +75,4 @@ exit $rc'`, dir, probePIDEnv, bin)
 	if !strings.Contains(text, wantInfo) || !strings.Contains(text, "inet 10.0.2.100/24") {
 		t.Errorf("output %q, want %q and the configured address", text, wantInfo)
 	}
-}
-
-func copyExecutable(src, dst string) error {
-	b, err := os.ReadFile(src)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", src, err)
-	}
-	if err := os.WriteFile(dst, b, 0o755); err != nil {
-		return fmt.Errorf("write %s: %w", dst, err)
-	}
-	return nil
 }

@@ -61,24 +61,34 @@ func TestMain(m *testing.M) {
 	case roleSetup:
 		os.Exit(setupChild())
 	case roleSelfTest:
-		os.Exit(selfTestChild(true))
+		os.Exit(exitStatus(selfTestChild(true)))
 	case roleSandboxOnly:
-		os.Exit(selfTestChild(false))
+		os.Exit(exitStatus(selfTestChild(false)))
 	case roleSockets:
-		os.Exit(socketsChild())
+		os.Exit(exitStatus(socketsChild()))
 	case roleLight:
-		os.Exit(lightChild())
+		os.Exit(exitStatus(lightChild()))
 	case roleICMP:
-		os.Exit(icmpChild())
+		os.Exit(exitStatus(icmpChild()))
 	case roleActive:
 		fmt.Printf("active=%v\n", Active())
 		os.Exit(0)
 	case roleLightExec:
-		os.Exit(lightExecChild())
+		os.Exit(exitStatus(lightExecChild()))
 	default:
 		fmt.Fprintf(os.Stderr, "unknown %s=%q\n", childEnv, os.Getenv(childEnv))
 		os.Exit(2)
 	}
+}
+
+// exitStatus prints a child's failure as the "FAIL <what>: <why>" line
+// that the parent test shows, and returns the child's exit status.
+func exitStatus(err error) int {
+	if err != nil {
+		fmt.Printf("FAIL %v\n", err)
+		return 1
+	}
+	return 0
 }
 
 // setupChild runs in a mount namespace of its own (made by the parent
@@ -197,21 +207,18 @@ func mountSymlink(link, target string) error {
 // applies the filter, runs SelfTest, then waits for a line on stdin and
 // prints resolv.conf again so the parent can check that a change made on
 // the host is visible.
-func selfTestChild(withSeccomp bool) int {
+func selfTestChild(withSeccomp bool) error {
 	if !Active() {
-		fmt.Println("FAIL sandbox not active")
-		return 1
+		return errors.New("sandbox not active")
 	}
 	if err := Confine(true, withSeccomp); err != nil {
-		fmt.Printf("FAIL confine: %v\n", err)
-		return 1
+		return fmt.Errorf("confine: %w", err)
 	}
 	fmt.Println("INFO verify ok")
 	if withSeccomp {
 		// Verify must work under the filter too (the engine may call it late).
 		if err := Verify(); err != nil {
-			fmt.Printf("FAIL verify under seccomp: %v\n", err)
-			return 1
+			return fmt.Errorf("verify under seccomp: %w", err)
 		}
 	}
 	_ = SelfTest(os.Stdout)
@@ -219,8 +226,7 @@ func selfTestChild(withSeccomp bool) int {
 	// engine stays in the host network namespace), netlink.
 	for _, c := range sandboxedNetChecks() {
 		if err := c.run(); err != nil {
-			fmt.Printf("FAIL %s: %v\n", c.name, err)
-			return 1
+			return fmt.Errorf("%s: %w", c.name, err)
 		}
 		fmt.Printf("INFO net-%s ok\n", strings.ReplaceAll(c.name, " ", "-"))
 	}
@@ -228,39 +234,34 @@ func selfTestChild(withSeccomp bool) int {
 	fmt.Printf("INFO run-visible %v\n", err == nil)
 	fmt.Println("INFO waiting")
 	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
-		fmt.Printf("FAIL read stdin: %v\n", err)
-		return 1
+		return fmt.Errorf("read stdin: %w", err)
 	}
 	fmt.Printf("INFO resolv.conf-after %s\n", ResolvFirstLine())
-	return 0
+	return nil
 }
 
 // socketsChild applies the engine filter without the sandbox and uses what
 // the engine uses: goroutines, GC, timers, TCP to a loopback listener of the
 // parent, UDP, an ICMP echo socket, netlink (net.Interfaces), readv/writev
 // on a socketpair made before the filter, resolv.conf.
-func socketsChild() int {
+func socketsChild() error {
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		fmt.Printf("FAIL socketpair: %v\n", err)
-		return 1
+		return fmt.Errorf("socketpair: %w", err)
 	}
 	// Made before the filter, as the supervisor makes forwards' listeners.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		fmt.Printf("FAIL listen: %v\n", err)
-		return 1
+		return fmt.Errorf("listen: %w", err)
 	}
 	defer ln.Close()
 	lnFile, err := ln.(*net.TCPListener).File()
 	if err != nil {
-		fmt.Printf("FAIL listener file: %v\n", err)
-		return 1
+		return fmt.Errorf("listener file: %w", err)
 	}
 	defer lnFile.Close()
 	if err := Confine(false, true); err != nil {
-		fmt.Printf("FAIL seccomp: %v\n", err)
-		return 1
+		return fmt.Errorf("seccomp: %w", err)
 	}
 	failed := 0
 	for _, c := range append(socketChecks(pair), listenerChecks(lnFile)...) {
@@ -272,9 +273,9 @@ func socketsChild() int {
 		fmt.Printf("OK %s\n", c.name)
 	}
 	if failed > 0 {
-		return 1
+		return fmt.Errorf("%d of the checks", failed)
 	}
-	return 0
+	return nil
 }
 
 type check struct {
@@ -501,70 +502,59 @@ func newThreads() error {
 
 // lightChild applies the light filter and checks that a denied call fails
 // and an ordinary one works.
-func lightChild() int {
+func lightChild() error {
 	if err := ApplyLightSeccomp(); err != nil {
-		fmt.Printf("FAIL light seccomp: %v\n", err)
-		return 1
+		return fmt.Errorf("light seccomp: %w", err)
 	}
 	dir, err := os.MkdirTemp("", "light")
 	if err != nil {
-		fmt.Printf("FAIL mkdir: %v\n", err)
-		return 1
+		return fmt.Errorf("mkdir: %w", err)
 	}
 	defer os.Remove(dir)
 	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_RDONLY, ""); !errors.Is(err, unix.EPERM) {
 		_ = unix.Unmount(dir, unix.MNT_DETACH)
-		fmt.Printf("FAIL mount: %v\n", err)
-		return 1
+		return fmt.Errorf("mount: %v, want EPERM", err)
 	}
 	if err := unix.PtraceAttach(os.Getppid()); !errors.Is(err, unix.EPERM) {
-		fmt.Printf("FAIL ptrace: %v\n", err)
-		return 1
+		return fmt.Errorf("ptrace: %v, want EPERM", err)
 	}
 	if _, err := os.ReadFile("/etc/resolv.conf"); err != nil {
-		fmt.Printf("FAIL read: %v\n", err)
-		return 1
+		return fmt.Errorf("read: %w", err)
 	}
 	fmt.Println("OK light")
-	return 0
+	return nil
 }
 
-func lightExecChild() int {
+func lightExecChild() error {
 	if err := ApplyLightSeccomp(); err != nil {
-		fmt.Printf("FAIL light seccomp: %v\n", err)
-		return 1
+		return fmt.Errorf("light seccomp: %w", err)
 	}
 	env := withEnv(os.Environ(), strings.Split(os.Getenv(setupExecEnv), ";")...)
 	exe, err := os.Executable()
 	if err == nil {
 		err = unix.Exec(exe, os.Args, env)
 	}
-	fmt.Printf("FAIL exec: %v\n", err)
-	return 1
+	return fmt.Errorf("exec: %w", err)
 }
 
 // icmpChild: in its own network namespace (root there), it brings lo up and
 // opens ping_group_range to its gid 0 (the only one mapped), then pings 127.0.0.1 through an unprivileged ICMP
 // socket under the engine filter, as the engine's ping relay does.
-func icmpChild() int {
+func icmpChild() error {
 	if err := os.WriteFile("/proc/sys/net/ipv4/ping_group_range", []byte("0 0"), 0); err != nil {
-		fmt.Printf("FAIL ping_group_range: %v\n", err)
-		return 1
+		return fmt.Errorf("ping_group_range: %w", err)
 	}
 	if err := loUp(); err != nil {
-		fmt.Printf("FAIL lo up: %v\n", err)
-		return 1
+		return fmt.Errorf("lo up: %w", err)
 	}
 	if err := ApplySeccomp(); err != nil {
-		fmt.Printf("FAIL seccomp: %v\n", err)
-		return 1
+		return fmt.Errorf("seccomp: %w", err)
 	}
 	if err := ping4(); err != nil {
-		fmt.Printf("FAIL ping: %v\n", err)
-		return 1
+		return fmt.Errorf("ping: %w", err)
 	}
 	fmt.Println("OK ping")
-	return 0
+	return nil
 }
 
 func loUp() error {

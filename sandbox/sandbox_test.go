@@ -5,6 +5,7 @@ package sandbox
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -22,6 +23,8 @@ import (
 
 	seccomp "github.com/seccomp/libseccomp-golang"
 	"golang.org/x/sys/unix"
+
+	"github.com/slirp4netns-go/slirp4netns/internal/testutil"
 )
 
 // childTimeout bounds every re-executed child.
@@ -40,26 +43,8 @@ func childCmd(t *testing.T, ctx context.Context, role string, env ...string) *ex
 	}
 	cmd := exec.CommandContext(ctx, exe, "-test.run=^$")
 	cmd.Env = withEnv(os.Environ(), append([]string{childEnv + "=" + role}, env...)...)
-	cmd.Stderr = &lockedBuffer{}
+	cmd.Stderr = &testutil.SyncBuffer{}
 	return cmd
-}
-
-// lockedBuffer collects a child's stderr.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // secretFiles creates files outside /etc and /run that the sandbox must
@@ -244,16 +229,8 @@ func runSelfTest(t *testing.T, r selfTestRun) selfTestResult {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	tcp, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() { servePong(tcp) })
-	defer wg.Wait()
-	defer tcp.Close()
 	env := append(slices.Clone(sandboxEnv), SelfTestFilesEnv+"="+strings.Join(secrets, ":"),
-		SelfTestAbstractEnv+"="+abstract, dialEnv+"="+tcp.Addr().String())
+		SelfTestAbstractEnv+"="+abstract, dialEnv+"="+startPong(t))
 	var cmd *exec.Cmd
 	if setup == "" {
 		cmd = childCmd(t, ctx, role, env...)
@@ -360,17 +337,29 @@ func checkSelfTest(t *testing.T, out, want, after string, nSecrets int) selfTest
 	return selfTestResult{allowed: allowed, info: info}
 }
 
+// setprivAsRoot returns the path of setpriv(1), for a case that runs a
+// child with fewer privileges than root's. Run by another user, it logs
+// why the case has nothing to do and returns "".
+func setprivAsRoot(t *testing.T, why string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Logf("running as uid %d: %s", os.Geteuid(), why)
+		return ""
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Fatalf("setpriv is needed: %v", err)
+	}
+	return setpriv
+}
+
 // TestRootWithoutSysAdmin: root without CAP_SYS_ADMIN (as in a container)
 // cannot unshare a mount namespace, so the sandbox makes a user namespace of
 // its own, as for an unprivileged user.
 func TestRootWithoutSysAdmin(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Logf("running as uid %d: this case needs root", os.Geteuid())
+	setpriv := setprivAsRoot(t, "this case needs root")
+	if setpriv == "" {
 		return
-	}
-	setpriv, err := exec.LookPath("setpriv")
-	if err != nil {
-		t.Fatalf("setpriv: %v", err)
 	}
 	res := runSelfTest(t, selfTestRun{role: roleSelfTest,
 		wrap:    []string{setpriv, "--bounding-set=-sys_admin", "--inh-caps=-sys_admin"},
@@ -440,17 +429,9 @@ func countPrefix(list []string, prefix string) int {
 // listener of ours, UDP, ICMP sockets, netlink, readv/writev, new threads)
 // works under ApplySeccomp, and fork+exec does not.
 func TestSocketsUnderSeccomp(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() { servePong(ln) })
-	defer wg.Wait()
-	defer ln.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), childTimeout)
 	defer cancel()
-	cmd := childCmd(t, ctx, roleSockets, dialEnv+"="+ln.Addr().String())
+	cmd := childCmd(t, ctx, roleSockets, dialEnv+"="+startPong(t))
 	out, err := cmd.Output()
 	t.Logf("child output:\n%s", out)
 	if err != nil {
@@ -473,6 +454,24 @@ func TestICMPUnderSeccomp(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "OK ping") {
 		t.Fatalf("child: %v\n%s\nstderr: %s", err, out, cmd.Stderr)
 	}
+}
+
+// startPong starts a loopback TCP server that answers as servePong does,
+// for the children's "tcp dial" check, until the test ends. It returns
+// the server's address.
+func startPong(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { servePong(ln) })
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	return ln.Addr().String()
 }
 
 // servePong answers "pong" to one line per connection until ln closes.
@@ -511,22 +510,16 @@ func TestConstructorFailure(t *testing.T) {
 	cmd := childCmd(t, ctx, roleLightExec, setupExecEnv+"="+strings.Join(execEnv, ";"))
 	out, err := cmd.Output()
 	var ee *exec.ExitError
-	if !errAs(err, &ee) || ee.ExitCode() != 1 {
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
 		t.Fatalf("child: %v, want exit status 1\n%s", err, out)
 	}
-	stderr := cmd.Stderr.(*lockedBuffer).String()
+	stderr := cmd.Stderr.(*testutil.SyncBuffer).String()
 	if !regexp.MustCompile(`(?m)^slirp4netns: sandbox: \S.*: Operation not permitted$`).MatchString(stderr) {
 		t.Errorf("stderr = %q, want a 'slirp4netns: sandbox: <step>: Operation not permitted' line", stderr)
 	}
 	if strings.Contains(string(out), "active=") {
 		t.Errorf("the Go program ran after the constructor failed: %s", out)
 	}
-}
-
-func errAs(err error, ee **exec.ExitError) bool {
-	e, ok := err.(*exec.ExitError)
-	*ee = e
-	return ok
 }
 
 // TestConstructorInactive: only _SLIRP4NETNS_MODE=engine with
@@ -710,20 +703,12 @@ func TestLibseccompVersion(t *testing.T) {
 // 65534) when running as root, from a copy of the test binary in a 0755
 // directory. Run unprivileged, this run is that case.
 func TestUnprivileged(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Logf("running as uid %d: the other tests are the unprivileged run", os.Geteuid())
+	setpriv := setprivAsRoot(t, "the other tests are the unprivileged run")
+	if setpriv == "" {
 		return
 	}
-	setpriv, err := exec.LookPath("setpriv")
-	if err != nil {
-		t.Fatalf("setpriv is needed for the unprivileged run: %v", err)
-	}
-	dir, err := os.MkdirTemp("", "sandbox-unpriv")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	bin := copyTestBinary(t, dir)
+	dir := testutil.SharedTempDir(t, "sandbox-unpriv")
+	bin := testutil.CopyTestBinary(t, dir, "sandbox.test")
 	home := filepath.Join(dir, "home")
 	if err := os.Mkdir(home, 0o700); err != nil {
 		t.Fatal(err)
@@ -745,28 +730,6 @@ func TestUnprivileged(t *testing.T) {
 	if !strings.Contains(string(out), "--- PASS: TestSelfTest ") {
 		t.Errorf("TestSelfTest did not pass unprivileged")
 	}
-}
-
-// copyTestBinary copies the running test binary into dir (made 0755 so that
-// uid 65534 can run it).
-func copyTestBinary(t *testing.T, dir string) string {
-	t.Helper()
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "sandbox.test")
-	if err := os.WriteFile(bin, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return bin
 }
 
 // FuzzParseSelfTest: ParseSelfTest reads a child's output; it must not panic

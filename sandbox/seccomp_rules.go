@@ -57,6 +57,8 @@ var allowGroups = []struct {
 	// No listen(2): the supervisor makes the forwards' listening sockets
 	// (docs/architecture.md), so the engine cannot open a TCP port on the
 	// host. bind stays: --outbound-addr and UDP flows bind their sockets.
+	// accept4 also serves --target-type=bess: the engine accepts the UML
+	// clients on the listening socket the supervisor hands it.
 	{"sockets we hold or create: outbound TCP/UDP/ICMP, host port forwards, netlink, ipc", []string{
 		"connect", "bind", "accept", "accept4", "getsockname", "getpeername",
 		"setsockopt", "getsockopt", "sendto", "recvfrom", "sendmsg", "recvmsg",

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/slirp4netns-go/slirp4netns/internal/testutil"
 	"github.com/slirp4netns-go/slirp4netns/policy"
 )
 
@@ -95,10 +95,6 @@ func TestPrintBannerVariants(t *testing.T) {
 // its banner with ours.
 func TestPrintBannerMatchesC(t *testing.T) {
 	bin := cBinary(t)
-	unshare, err := exec.LookPath("unshare")
-	if err != nil {
-		t.Fatalf("unshare(1) is needed: %v", err)
-	}
 	dir := t.TempDir()
 	tests := [][]string{
 		nil,
@@ -109,7 +105,7 @@ func TestPrintBannerMatchesC(t *testing.T) {
 	}
 	for i, args := range tests {
 		t.Run(strconv.Itoa(i), func(t *testing.T) {
-			got := cBanner(t, unshare, bin, args)
+			got := cBanner(t, bin, args)
 			if want := bannerFor(t, args); got != want {
 				t.Fatalf("C banner for %q:\n%s\nours:\n%s", args, got, want)
 			}
@@ -120,14 +116,12 @@ func TestPrintBannerMatchesC(t *testing.T) {
 // cBanner runs the C binary on PID 1 of fresh user, network, mount and PID
 // namespaces; stdin is a pipe that closes after a second, and -e 0 makes
 // it exit cleanly then, flushing its stdout.
-func cBanner(t *testing.T, unshare, bin string, args []string) string {
+func cBanner(t *testing.T, bin string, args []string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	script := `ip link set lo up && sleep 1 | "$0" -e 0 "$@" 1 tapx`
-	cmdArgs := append([]string{"--user", "--map-root-user", "--net", "--mount", "--pid", "--fork", "--mount-proc",
-		"sh", "-c", script, bin}, args...)
-	cmd := exec.CommandContext(ctx, unshare, cmdArgs...)
+	cmd := testutil.NamespacedCommand(ctx, append([]string{"sh", "-c", script, bin}, args...)...)
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

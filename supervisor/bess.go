@@ -77,10 +77,12 @@ func checkBESSPath(path string) error {
 }
 
 // remove deletes the socket file if it is still the one listenBESS made
-// (a new slirp4netns may have replaced it meanwhile).
+// (a new slirp4netns may have replaced it meanwhile). The inode number alone
+// does not tell: tmpfs reuses a removed file's number at once.
 func (b *bessSocket) remove() {
 	fi, err := os.Lstat(b.path)
-	if err != nil || !os.SameFile(fi, b.info) {
+	if err != nil || !os.SameFile(fi, b.info) || fi.Mode().Type() != fs.ModeSocket ||
+		!fi.ModTime().Equal(b.info.ModTime()) {
 		return
 	}
 	_ = os.Remove(b.path)

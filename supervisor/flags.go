@@ -319,31 +319,26 @@ func (p *parser) short(args []string, i int) (int, error) {
 // apply records one option, with the checks and warnings the C version
 // makes at that point.
 func (p *parser) apply(id optID, value string) error {
+	id, warning := optionNotice(id)
+	if warning != "" {
+		p.warn(warning)
+	}
 	cfg := &p.opts.Config
+	switch f := plainField(cfg, id).(type) {
+	case *bool: // an option without argument that turns a setting on
+		*f = true
+		return nil
+	case *string: // an option whose argument is stored unchecked
+		*f = value
+		return nil
+	}
 	switch id {
-	case optConfigure:
-		cfg.Configure = true
 	case optExitFD:
 		return parseFD("exit-fd", value, &cfg.ExitFD)
 	case optReadyFD:
 		return parseFD("ready-fd", value, &cfg.ReadyFD)
 	case optMTU:
 		return parseMTU(value, &cfg.MTU)
-	case optCIDR:
-		cfg.CIDR = value
-	case optNoHostLoopback:
-		p.warn(warnNoHostLoop)
-		cfg.DisableHostLoopback = true
-	case optDisableHostLoopback:
-		cfg.DisableHostLoopback = true
-	case optCreateSandbox:
-		p.warn(warnCreateSandbox)
-		cfg.EnableSandbox = true
-	case optEnableSandbox:
-		cfg.EnableSandbox = true
-	case optEnableSeccomp:
-		p.warn(warnSeccomp)
-		cfg.EnableSeccomp = true
 	case optNetnsType:
 		p.netnsTypeSet = true
 		cfg.NetnsType = policy.NetnsType(value)
@@ -353,44 +348,59 @@ func (p *parser) apply(id optID, value string) error {
 		if unix.Access(value, unix.F_OK) != nil {
 			return usageErrorf("userns path doesn't exist: %s", value)
 		}
-	case optAPISocket:
-		cfg.APISocket = value
-	case optEnableIPv6:
-		cfg.EnableIPv6 = true
-		p.warn(warnIPv6)
-	case optHelp:
-		p.opts.Help, p.stop = true, true
-	case optVersion:
-		p.opts.Version, p.stop = true, true
-	default:
-		return p.applyLate(id, value)
-	}
-	return nil
-}
-
-// applyLate records the options added after v1.0 (split from apply to keep
-// each function short).
-func (p *parser) applyLate(id optID, value string) error {
-	cfg := &p.opts.Config
-	switch id {
-	case optOutboundAddr:
-		p.warn(warnOutbound)
-		cfg.OutboundAddr = value
-	case optOutboundAddr6:
-		p.warn(warnOutbound6)
-		cfg.OutboundAddr6 = value
-	case optDisableDNS:
-		cfg.DisableDNS = true
 	case optMACAddress:
 		p.macSet = true
 		cfg.MACAddress = value
 	case optTargetType:
 		p.targetTypeSet = true
 		cfg.TargetType = policy.TargetType(value)
+	case optHelp:
+		p.opts.Help, p.stop = true, true
+	case optVersion:
+		p.opts.Version, p.stop = true, true
 	default:
 		return fmt.Errorf("internal error: unhandled option %d", id)
 	}
 	return nil
+}
+
+// plainField returns the setting that option id sets with no check: a
+// *bool it turns on or a *string it stores its argument in; nil for the
+// options apply handles itself.
+func plainField(cfg *policy.Config, id optID) any {
+	return map[optID]any{
+		optConfigure:           &cfg.Configure,
+		optDisableHostLoopback: &cfg.DisableHostLoopback,
+		optEnableSandbox:       &cfg.EnableSandbox,
+		optEnableSeccomp:       &cfg.EnableSeccomp,
+		optEnableIPv6:          &cfg.EnableIPv6,
+		optDisableDNS:          &cfg.DisableDNS,
+		optCIDR:                &cfg.CIDR,
+		optAPISocket:           &cfg.APISocket,
+		optOutboundAddr:        &cfg.OutboundAddr,
+		optOutboundAddr6:       &cfg.OutboundAddr6,
+	}[id]
+}
+
+// optionNotice returns the option that id stands for (a deprecated
+// option's replacement, otherwise id itself) and the warning the C version
+// prints when it reads id, if any.
+func optionNotice(id optID) (optID, string) {
+	switch id {
+	case optNoHostLoopback:
+		return optDisableHostLoopback, warnNoHostLoop
+	case optCreateSandbox:
+		return optEnableSandbox, warnCreateSandbox
+	case optEnableSeccomp:
+		return id, warnSeccomp
+	case optEnableIPv6:
+		return id, warnIPv6
+	case optOutboundAddr:
+		return id, warnOutbound
+	case optOutboundAddr6:
+		return id, warnOutbound6
+	}
+	return id, ""
 }
 
 func (p *parser) warn(w string) { p.opts.Warnings = append(p.opts.Warnings, w) }
@@ -400,11 +410,7 @@ func parseFD(flag, value string, dst *int) error {
 	if !ok || n < 0 {
 		n = -2 // invalid whatever the range check
 	}
-	if err := policy.ValidateFD(flag, int(clamp(n))); err != nil {
-		return &UsageError{Msg: err.Error()}
-	}
-	*dst = int(n)
-	return nil
+	return storeChecked(n, func(v int) error { return policy.ValidateFD(flag, v) }, dst)
 }
 
 func parseMTU(value string, dst *int) error {
@@ -412,7 +418,14 @@ func parseMTU(value string, dst *int) error {
 	if !ok {
 		n = -1
 	}
-	if err := policy.ValidateMTU(int(clamp(n))); err != nil {
+	return storeChecked(n, policy.ValidateMTU, dst)
+}
+
+// storeChecked stores n in dst if check accepts it (clamped, so that an
+// out-of-range value cannot pass as a valid int), else returns check's
+// error as a usage error.
+func storeChecked(n int64, check func(int) error, dst *int) error {
+	if err := check(int(clamp(n))); err != nil {
 		return &UsageError{Msg: err.Error()}
 	}
 	*dst = int(n)

@@ -11,35 +11,35 @@ import (
 
 	"go.uber.org/goleak"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/slirp4netns-go/slirp4netns/engine/link/linktest"
+	"github.com/slirp4netns-go/slirp4netns/internal/testutil"
 )
 
-func v4(a string, bits int) tcpip.ProtocolAddress {
-	return tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: tcpip.AddressWithPrefix{
-		Address: tcpip.AddrFrom4(netip.MustParseAddr(a).As4()), PrefixLen: bits}}
+// gatewayMAC is the MAC of the stack's side of the test TAP.
+const gatewayMAC = tcpip.LinkAddress("\x52\x55\x0a\x00\x02\x02")
+
+// gatewayAddrs are the stack's addresses: the gateway and the DNS server.
+var gatewayAddrs = []netip.Prefix{netip.MustParsePrefix("10.0.2.2/24"), netip.MustParsePrefix("10.0.2.3/24")}
+
+// newGuest makes a guest namespace holding tap0, up, and a gVisor stack
+// with addrs attached to the TAP, as the engine's is.
+func newGuest(t *testing.T, addrs ...netip.Prefix) (*linktest.Tap, *stack.Stack) {
+	t.Helper()
+	tap := linktest.NewTap(t, "tap0")
+	tap.Run(t, 10*time.Second, "ip", "link", "set", "tap0", "up")
+	return tap, tap.AttachStack(t, 1500, gatewayMAC, addrs...)
 }
 
 // TestServeUdhcpc runs busybox udhcpc on a real TAP in a namespace the test
 // creates, against the server on a gVisor stack attached to that TAP.
 func TestServeUdhcpc(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t) })
-	tap := newNetnsTap(t)
-	s := newTapStack(t, tap, 1500, v4("10.0.2.2", 24), v4("10.0.2.3", 24))
-	plan := testPlan(t)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, s, 1, plan, Options{MTU: 1400}) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Error("Serve did not return after cancel")
-		}
+	tap, s := newGuest(t, gatewayAddrs...)
+	plan := testutil.DefaultPlan(t)
+	testutil.ServeUntilCleanup(t, "Serve", func(ctx context.Context) error {
+		return Serve(ctx, s, 1, plan, Options{MTU: 1400})
 	})
 
 	dir := t.TempDir()
@@ -53,7 +53,7 @@ fi
 		t.Fatal(err)
 	}
 	for range 2 { // the second run must get the same address (same MAC)
-		tap.run(t, 30*time.Second, "busybox", "udhcpc", "-i", "tap0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-O", "mtu", "-s", script)
+		tap.Run(t, 30*time.Second, "busybox", "udhcpc", "-i", "tap0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-O", "mtu", "-s", script)
 	}
 	got, err := os.ReadFile(out)
 	if err != nil {
@@ -70,22 +70,18 @@ fi
 // RENEWING client, not covered by udhcpc -q.
 func TestServeRenewUnicast(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t) })
-	tap := newNetnsTap(t)
-	s := newTapStack(t, tap, 1500, v4("10.0.2.2", 24), v4("10.0.2.3", 24))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, s, 1, testPlan(t), Options{}) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
+	tap, s := newGuest(t, gatewayAddrs...)
+	plan := testutil.DefaultPlan(t)
+	testutil.ServeUntilCleanup(t, "Serve", func(ctx context.Context) error {
+		return Serve(ctx, s, 1, plan, Options{})
 	})
-	tap.run(t, 5*time.Second, "ip", "addr", "add", "10.0.2.15/24", "dev", "tap0")
+	tap.Run(t, 5*time.Second, "ip", "addr", "add", "10.0.2.15/24", "dev", "tap0")
 	var conn *net.UDPConn
 	var err error
-	tap.do(func() { // Unbound address: the NAK comes broadcast.
+	err = tap.Do(func() error { // Unbound address: the NAK comes broadcast.
+		var err error
 		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4zero, Port: clientPort})
+		return err
 	})
 	if err != nil {
 		t.Fatalf("listen in the guest namespace: %v", err)
@@ -128,15 +124,15 @@ func TestServeRenewUnicast(t *testing.T) {
 }
 
 // tapMAC returns the guest side's MAC address.
-func tapMAC(t *testing.T, tap *netnsTap) [6]byte {
+func tapMAC(t *testing.T, tap *linktest.Tap) [6]byte {
 	t.Helper()
 	var mac [6]byte
-	var err error
-	tap.do(func() {
-		var ifi *net.Interface
-		if ifi, err = net.InterfaceByName("tap0"); err == nil {
+	err := tap.Do(func() error {
+		ifi, err := net.InterfaceByName(tap.Name)
+		if err == nil {
 			copy(mac[:], ifi.HardwareAddr)
 		}
+		return err
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -146,11 +142,10 @@ func tapMAC(t *testing.T, tap *netnsTap) [6]byte {
 
 func TestServeBindError(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t) })
-	tap := newNetnsTap(t)
-	s := newTapStack(t, tap, 1500)
+	_, s := newGuest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := Serve(ctx, s, 99, testPlan(t), Options{}); err == nil {
+	if err := Serve(ctx, s, 99, testutil.DefaultPlan(t), Options{}); err == nil {
 		t.Fatal("Serve on a NIC that does not exist succeeded")
 	}
 }

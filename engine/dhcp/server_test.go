@@ -6,17 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/slirp4netns-go/slirp4netns/policy"
+	"github.com/slirp4netns-go/slirp4netns/internal/testutil"
 )
-
-func testPlan(t testing.TB) policy.Plan {
-	t.Helper()
-	p, err := policy.PlanFor("10.0.2.0/24")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 func macN(n byte) [6]byte { return [6]byte{0x52, 0x54, 0, 0, 0, n} }
 
@@ -126,7 +117,7 @@ func TestHandle(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newServer(testPlan(t), Options{LeaseTime: DefaultLeaseTime})
+			s := newServer(testutil.DefaultPlan(t), Options{LeaseTime: DefaultLeaseTime})
 			for i, st := range tc.steps {
 				rep, ok := s.handle(roundTrip(t, st.req), now.Add(st.at))
 				if st.wantType == 0 {
@@ -161,7 +152,7 @@ func TestHandle(t *testing.T) {
 
 func TestPoolExhaustionReclaimsExpired(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
-	s := newServer(testPlan(t), Options{LeaseTime: time.Hour})
+	s := newServer(testutil.DefaultPlan(t), Options{LeaseTime: time.Hour})
 	for i := range 16 {
 		rep, ok := s.handle(newReq(macN(byte(i)), typeRequest, withRequested(netip.AddrFrom4([4]byte{10, 0, 2, byte(15 + i)}).String())), now)
 		if !ok || rep.msg.msgType() != typeAck {
@@ -205,7 +196,7 @@ func TestOptions(t *testing.T) {
 		{"mtu 1500 not sent", Options{MTU: 1500, LeaseTime: time.Hour}, true, nil, be32(3600)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newServer(testPlan(t), tc.opts)
+			s := newServer(testutil.DefaultPlan(t), tc.opts)
 			rep, ok := s.handle(newReq(macN(1), typeDiscover), time.Now())
 			if !ok {
 				t.Fatal("no offer")
@@ -286,7 +277,7 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		// Whatever parses must survive the server and re-encoding.
-		s := newServer(testPlan(t), Options{LeaseTime: time.Hour, MTU: 9000})
+		s := newServer(testutil.DefaultPlan(t), Options{LeaseTime: time.Hour, MTU: 9000})
 		if rep, ok := s.handle(m, time.Now()); ok {
 			if _, err := parseMessage(rep.msg.encode()); err != nil {
 				t.Fatalf("reply does not parse: %v", err)

@@ -18,13 +18,11 @@ import (
 	"go.uber.org/goleak"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/loopback"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+
+	"github.com/slirp4netns-go/slirp4netns/engine/link/linktest"
+	"github.com/slirp4netns-go/slirp4netns/internal/testutil"
 )
 
 // verifyNoLeaks checks for leaked goroutines after every other cleanup of
@@ -113,6 +111,26 @@ func startUpstream(t *testing.T, ip string, port int, answerA string) *upstream 
 	return u
 }
 
+// newLocalRelay starts an upstream on 127.0.0.1 (answering A queries with
+// 192.0.2.1) and returns it with a relay whose resolv.conf names it alone.
+func newLocalRelay(t *testing.T) (*Relay, *upstream) {
+	t.Helper()
+	up := startUpstream(t, "127.0.0.1", 0, "192.0.2.1")
+	rc := newResolvConf(t, "nameserver 127.0.0.1\n")
+	return NewRelay(Options{ResolvConf: rc, Port: up.port}), up
+}
+
+// newResolvConf writes content to a resolv.conf of the test's own and
+// returns its path.
+func newResolvConf(t *testing.T, content string) string {
+	t.Helper()
+	rc := filepath.Join(t.TempDir(), "resolv.conf")
+	writeResolvConf(t, rc, content)
+	return rc
+}
+
+// writeResolvConf replaces path with content atomically, as an editor or
+// resolvconf would.
 func writeResolvConf(t *testing.T, path, content string) {
 	t.Helper()
 	tmp := path + ".tmp"
@@ -186,10 +204,7 @@ func TestExchange(t *testing.T) {
 
 func TestMalformedNotForwarded(t *testing.T) {
 	verifyNoLeaks(t)
-	up := startUpstream(t, "127.0.0.1", 0, "192.0.2.1")
-	rc := filepath.Join(t.TempDir(), "resolv.conf")
-	writeResolvConf(t, rc, "nameserver 127.0.0.1\n")
-	r := NewRelay(Options{ResolvConf: rc, Port: up.port})
+	r, up := newLocalRelay(t)
 
 	resp := new(mdns.Msg)
 	resp.SetQuestion("a.test.", mdns.TypeA)
@@ -273,8 +288,7 @@ func TestResolvConfReload(t *testing.T) {
 }
 
 func TestResolvRecheckRateLimited(t *testing.T) {
-	rc := filepath.Join(t.TempDir(), "resolv.conf")
-	writeResolvConf(t, rc, "nameserver 127.0.0.1\n")
+	rc := newResolvConf(t, "nameserver 127.0.0.1\n")
 	w := &resolvWatcher{path: rc, port: 53, recheck: time.Second}
 	t0 := time.Now()
 	if got := w.nameservers(t0); len(got) != 1 || got[0] != "127.0.0.1:53" {
@@ -310,8 +324,7 @@ func TestParseResolvConf(t *testing.T) {
 }
 
 func TestNoNameserversServfail(t *testing.T) {
-	rc := filepath.Join(t.TempDir(), "resolv.conf")
-	writeResolvConf(t, rc, "search example\n")
+	rc := newResolvConf(t, "search example\n")
 	r := NewRelay(Options{ResolvConf: rc})
 	q := query(t, "a.test.", mdns.TypeA)
 	resp, err := r.Exchange(context.Background(), q)
@@ -342,8 +355,7 @@ func TestTimeoutFallback(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer hole.Close()
-	rc := filepath.Join(t.TempDir(), "resolv.conf")
-	writeResolvConf(t, rc, "nameserver 127.0.0.5\nnameserver 127.0.0.1\n")
+	rc := newResolvConf(t, "nameserver 127.0.0.5\nnameserver 127.0.0.1\n")
 	r := NewRelay(Options{ResolvConf: rc, Port: up.port, Timeout: 200 * time.Millisecond})
 	start := time.Now()
 	resp, err := r.Exchange(context.Background(), query(t, "a.test.", mdns.TypeA))
@@ -368,46 +380,19 @@ func TestTimeoutFallback(t *testing.T) {
 // addresses, so that a gonet client on it reaches the relay.
 func newTestStack(t *testing.T) *stack.Stack {
 	t.Helper()
-	s := stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
-		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
-	})
-	if err := s.CreateNIC(1, loopback.New()); err != nil {
-		t.Fatalf("create NIC: %v", err)
-	}
-	for _, a := range []string{"10.0.2.3/24", "fd00::3/64"} {
-		p := netip.MustParsePrefix(a)
-		proto := ipv4.ProtocolNumber
-		if p.Addr().Is6() {
-			proto = ipv6.ProtocolNumber
-		}
-		pa := tcpip.ProtocolAddress{Protocol: proto, AddressWithPrefix: tcpip.AddressWithPrefix{
-			Address: tcpip.AddrFromSlice(p.Addr().AsSlice()), PrefixLen: p.Bits()}}
-		if err := s.AddProtocolAddress(1, pa, stack.AddressProperties{}); err != nil {
-			t.Fatalf("add address %s: %v", a, err)
-		}
-	}
-	s.SetRouteTable([]tcpip.Route{
-		{Destination: header.IPv4EmptySubnet, NIC: 1},
-		{Destination: header.IPv6EmptySubnet, NIC: 1},
-	})
-	return s
+	return linktest.NewTestStack(t, loopback.New(), netip.MustParsePrefix("10.0.2.3/24"), netip.MustParsePrefix("fd00::3/64"))
 }
 
 func TestServeStack(t *testing.T) {
 	verifyNoLeaks(t)
-	up := startUpstream(t, "127.0.0.1", 0, "192.0.2.1")
-	rc := filepath.Join(t.TempDir(), "resolv.conf")
-	writeResolvConf(t, rc, "nameserver 127.0.0.1\n")
-	r := NewRelay(Options{ResolvConf: rc, Port: up.port})
+	r, up := newLocalRelay(t)
 	s := newTestStack(t)
-	t.Cleanup(func() { s.Close(); s.Wait() })
 	dns4 := tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4([4]byte{10, 0, 2, 3}), Port: 53}
 	dns6 := tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom16Slice(netip.MustParseAddr("fd00::3").AsSlice()), Port: 53}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.ServeStack(ctx, s, []tcpip.FullAddress{dns4, dns6}) }()
+	testutil.ServeUntilCleanup(t, "ServeStack", func(ctx context.Context) error {
+		return r.ServeStack(ctx, s, []tcpip.FullAddress{dns4, dns6})
+	})
 
 	for _, srv := range []tcpip.FullAddress{dns4, dns6} {
 		t.Run(srv.Addr.String()+"/udp", func(t *testing.T) {
@@ -464,22 +449,11 @@ func TestServeStack(t *testing.T) {
 	if up.queries.Load() != before {
 		t.Fatal("malformed TCP query reached upstream")
 	}
-
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("ServeStack: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("ServeStack did not return after cancel")
-	}
 }
 
 func TestServeStackBindError(t *testing.T) {
 	verifyNoLeaks(t)
 	s := newTestStack(t)
-	t.Cleanup(func() { s.Close(); s.Wait() })
 	r := NewRelay(Options{ResolvConf: filepath.Join(t.TempDir(), "none")})
 	bad := tcpip.FullAddress{NIC: 99, Addr: tcpip.AddrFrom4([4]byte{10, 0, 2, 3}), Port: 53}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -559,8 +533,7 @@ func FuzzExchange(f *testing.F) {
 }
 
 func TestConcurrencyBound(t *testing.T) {
-	rc := filepath.Join(t.TempDir(), "resolv.conf")
-	writeResolvConf(t, rc, "")
+	rc := newResolvConf(t, "")
 	r := NewRelay(Options{ResolvConf: rc, MaxInFlight: 2})
 	for range 2 {
 		if err := r.acquire(context.Background()); err != nil {
@@ -622,8 +595,7 @@ func TestStrayAnswersIgnored(t *testing.T) {
 		good.Answer = []mdns.RR{rr}
 		send(good)
 	}()
-	rc := filepath.Join(t.TempDir(), "resolv.conf")
-	writeResolvConf(t, rc, "nameserver 127.0.0.1\n")
+	rc := newResolvConf(t, "nameserver 127.0.0.1\n")
 	r := NewRelay(Options{ResolvConf: rc, Port: pc.LocalAddr().(*net.UDPAddr).Port})
 	resp, err := r.Exchange(context.Background(), query(t, "a.test.", mdns.TypeA))
 	if err != nil {
@@ -641,8 +613,7 @@ func TestServfailFallback(t *testing.T) {
 	good := startUpstream(t, "127.0.0.1", 0, "192.0.2.1")
 	bad := startUpstream(t, "127.0.0.6", good.port, "192.0.2.6")
 	bad.rcode.Store(mdns.RcodeServerFailure)
-	rc := filepath.Join(t.TempDir(), "resolv.conf")
-	writeResolvConf(t, rc, "nameserver 127.0.0.6\nnameserver 127.0.0.1\n")
+	rc := newResolvConf(t, "nameserver 127.0.0.6\nnameserver 127.0.0.1\n")
 	r := NewRelay(Options{ResolvConf: rc, Port: good.port})
 	resp, err := r.Exchange(context.Background(), query(t, "a.test.", mdns.TypeA))
 	if err != nil {

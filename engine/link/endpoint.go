@@ -141,6 +141,8 @@ type Endpoint struct {
 
 	wmu sync.Mutex // serialises writers; guards tx
 	tx  txState
+
+	deferred atomic.Int32 // SYN-ACKs being written by deferSYNACK
 }
 
 // New wraps fd (a TAP, or a connected SOCK_SEQPACKET socket) in an
@@ -643,10 +645,19 @@ const writeBlockLimit = 50 * time.Millisecond
 // the packet's own views as the other iovecs. A packet the kernel refuses
 // is counted and skipped; the others are still sent.
 func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	all := pkts.AsSlice()
+	if e.deferSYNACK(all) {
+		return 1, nil
+	}
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
+	return e.writeLocked(all)
+}
+
+// writeLocked writes pkts; e.wmu must be held.
+func (e *Endpoint) writeLocked(pkts []*stack.PacketBuffer) (int, tcpip.Error) {
 	t := &e.tx
-	t.reset(pkts.AsSlice())
+	t.reset(pkts)
 	defer t.reset(nil)
 	err := e.rc.Write(t.fn)
 	if err == nil && t.blocked {

@@ -11,19 +11,10 @@ import (
 	"go.uber.org/goleak"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 
-	"github.com/slirp4netns-go/slirp4netns/policy"
+	"github.com/slirp4netns-go/slirp4netns/engine/link/linktest"
+	"github.com/slirp4netns-go/slirp4netns/internal/testutil"
 )
-
-func testPlan(t testing.TB) policy.Plan {
-	t.Helper()
-	p, err := policy.PlanFor("10.0.2.0/24")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 func TestAdvertEncoding(t *testing.T) {
 	mac := [6]byte{0x52, 0x55, 0x0a, 0x00, 0x02, 0x02}
@@ -39,7 +30,7 @@ func TestAdvertEncoding(t *testing.T) {
 		{"long interval", Options{Interval: time.Hour}, 1500, true, 9000 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := newAdvert(testPlan(t), mac, tc.opts).encode()
+			b := newAdvert(testutil.DefaultPlan(t), mac, tc.opts).encode()
 			icmp := header.ICMPv6(b)
 			if icmp.Type() != header.ICMPv6RouterAdvert || icmp.Code() != 0 {
 				t.Fatalf("type %d code %d", icmp.Type(), icmp.Code())
@@ -163,10 +154,8 @@ func FuzzParseRS(f *testing.F) {
 	})
 }
 
-func v6(a string, bits int) tcpip.ProtocolAddress {
-	return tcpip.ProtocolAddress{Protocol: ipv6.ProtocolNumber, AddressWithPrefix: tcpip.AddressWithPrefix{
-		Address: tcpip.AddrFrom16(netip.MustParseAddr(a).As16()), PrefixLen: bits}}
-}
+// gatewayMAC is the MAC of the stack's side of the test TAP.
+const gatewayMAC = tcpip.LinkAddress("\x52\x55\x0a\x00\x02\x02")
 
 // TestKernelGuest attaches the server to a real TAP whose other side is a
 // Linux network namespace, and checks that the kernel autoconfigures an
@@ -184,35 +173,25 @@ func TestKernelGuest(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Cleanup(func() { goleak.VerifyNone(t) })
-			tap := newNetnsTap(t)
+			tap := linktest.NewTap(t, "tap0")
 			routerLL := header.LinkLocalAddr(gatewayMAC)
-			s := newTapStack(t, tap, 1500, v6(routerLL.String(), 64), v6("fd00::2", 64), v6("fd00::3", 64))
+			s := tap.AttachStack(t, 1500, gatewayMAC, netip.PrefixFrom(netip.AddrFrom16(routerLL.As16()), 64),
+				netip.MustParsePrefix("fd00::2/64"), netip.MustParsePrefix("fd00::3/64"))
 			if tc.solicitedOnly {
-				tap.run(t, 5*time.Second, "sysctl", "-qw", "net.ipv6.conf.tap0.router_solicitations=3")
+				tap.Run(t, 5*time.Second, "sysctl", "-qw", "net.ipv6.conf.tap0.router_solicitations=3")
 			} else {
 				// The kernel must not solicit: it has to wait for an
 				// unsolicited advertisement.
-				tap.run(t, 5*time.Second, "sysctl", "-qw", "net.ipv6.conf.tap0.router_solicitations=0")
-				tap.run(t, 5*time.Second, "ip", "link", "set", "tap0", "up")
+				tap.Run(t, 5*time.Second, "sysctl", "-qw", "net.ipv6.conf.tap0.router_solicitations=0")
+				tap.Run(t, 5*time.Second, "ip", "link", "set", "tap0", "up")
 			}
 
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			opts := Options{MTU: 1400, Interval: time.Hour}
-			go func() { done <- serve(ctx, s, 1, testPlan(t), opts, !tc.solicitedOnly) }()
-			t.Cleanup(func() {
-				cancel()
-				select {
-				case err := <-done:
-					if err != nil {
-						t.Errorf("Serve: %v", err)
-					}
-				case <-time.After(5 * time.Second):
-					t.Error("Serve did not return after cancel")
-				}
+			plan, opts := testutil.DefaultPlan(t), Options{MTU: 1400, Interval: time.Hour}
+			testutil.ServeUntilCleanup(t, "Serve", func(ctx context.Context) error {
+				return serve(ctx, s, 1, plan, opts, !tc.solicitedOnly)
 			})
 			if tc.solicitedOnly {
-				tap.run(t, 5*time.Second, "ip", "link", "set", "tap0", "up")
+				tap.Run(t, 5*time.Second, "ip", "link", "set", "tap0", "up")
 			}
 
 			addrRE := regexp.MustCompile(`inet6 fd00::[0-9a-f:]+/64 scope global`)
@@ -220,8 +199,8 @@ func TestKernelGuest(t *testing.T) {
 			deadline := time.Now().Add(20 * time.Second)
 			var addrs, routes string
 			for time.Now().Before(deadline) {
-				addrs = tap.run(t, 5*time.Second, "ip", "-6", "addr", "show", "dev", "tap0")
-				routes = tap.run(t, 5*time.Second, "ip", "-6", "route", "show")
+				addrs = tap.Run(t, 5*time.Second, "ip", "-6", "addr", "show", "dev", "tap0")
+				routes = tap.Run(t, 5*time.Second, "ip", "-6", "route", "show")
 				if addrRE.MatchString(addrs) && routeRE.MatchString(routes) {
 					break
 				}
@@ -234,7 +213,7 @@ func TestKernelGuest(t *testing.T) {
 			// the guest's addresses have left the tentative (DAD) state.
 			var pingErr error
 			for range 20 {
-				if pingErr = tap.tryRun(5*time.Second, "busybox", "ping", "-6", "-c", "1", "-W", "1", routerLL.String()+"%tap0"); pingErr == nil {
+				if _, pingErr = tap.TryRun(5*time.Second, "busybox", "ping", "-6", "-c", "1", "-W", "1", routerLL.String()+"%tap0"); pingErr == nil {
 					break
 				}
 				time.Sleep(250 * time.Millisecond)
@@ -242,7 +221,7 @@ func TestKernelGuest(t *testing.T) {
 			if pingErr != nil {
 				t.Fatalf("router unreachable: %v", pingErr)
 			}
-			if mtu := strings.TrimSpace(tap.run(t, 5*time.Second, "cat", "/proc/sys/net/ipv6/conf/tap0/mtu")); mtu != "1400" {
+			if mtu := strings.TrimSpace(tap.Run(t, 5*time.Second, "cat", "/proc/sys/net/ipv6/conf/tap0/mtu")); mtu != "1400" {
 				t.Fatalf("guest IPv6 MTU %s, want 1400 from the MTU option", mtu)
 			}
 			// Our own advertisements must not loop back into our stack (it

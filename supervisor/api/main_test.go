@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -16,6 +15,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/slirp4netns-go/slirp4netns/internal/testutil"
 	"github.com/slirp4netns-go/slirp4netns/ipc/proto"
 	"github.com/slirp4netns-go/slirp4netns/policy"
 )
@@ -74,8 +74,7 @@ func runInNamespace(t *testing.T, name string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	script := `ip link set lo up && mount --bind "$1/resolv.conf" /etc/resolv.conf && exec "$0"`
-	cmd := exec.CommandContext(ctx, "unshare", "--user", "--map-root-user", "--net", "--mount",
-		"--pid", "--fork", "--mount-proc", "sh", "-c", script, exe, dir)
+	cmd := testutil.NamespacedCommand(ctx, "sh", "-c", script, exe, dir)
 	cmd.Env = append(os.Environ(), nsEnv+"="+name, nsDirEnv+"="+dir)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -175,14 +174,7 @@ func startServerWith(t *testing.T, be Backend, opts Options, bind bindFunc) (*Se
 		if err := s.Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Error("Serve did not return after Close")
-		}
+		testutil.WaitDone(t, done, "Serve")
 	})
 	return s, path
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/slirp4netns-go/slirp4netns/internal/testutil"
 )
 
 const (
@@ -446,14 +448,7 @@ func TestClose(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Serve: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Serve did not return")
-	}
+	testutil.WaitDone(t, done, "Serve")
 	if _, err := net.Dial("unix", path); err == nil {
 		t.Fatal("socket still accepting after Close")
 	}

@@ -14,9 +14,11 @@ package integration
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -167,10 +169,11 @@ func readSubIDs(file, name string) (mine idRange, all []idRange, err error) {
 
 // clientEnv is where a client test runs its tool as the client user.
 type clientEnv struct {
-	user  clientUser
-	stage string // 0755: slirp4netns (the binary under test) and integration.test
-	home  string // the user's HOME, with XDG_RUNTIME_DIR=home/run
-	mark  string // envMark value of everything started, for the leftover check
+	user   clientUser
+	stage  string // 0755: slirp4netns (the binary under test) and integration.test
+	home   string // the user's HOME
+	runDir string // the user's XDG_RUNTIME_DIR: short, as podman's socket paths under it must fit sun_path
+	mark   string // envMark value of everything started, for the leftover check
 }
 
 // newClientEnv prepares a client run. It fails the test when the outer
@@ -185,8 +188,8 @@ func newClientEnv(t *testing.T) *clientEnv {
 	if !idMapped(u.uid) || !idMapped(u.subuid.start+u.subuid.count-1) {
 		t.Fatalf("uid %d or its subordinate range %v is not mapped in this outer namespace", u.uid, u.subuid)
 	}
-	e := &clientEnv{user: u, mark: "client-" + strconv.FormatInt(time.Now().UnixNano(), 36)}
-	e.stage = mkdirOwned(t, 0o755, 0, 0)
+	e := &clientEnv{user: u, mark: "client-" + rand.Text()}
+	e.stage = mkdirOwned(t, "slirptest-client-", 0o755, 0, 0)
 	bin, err := slirpBin()
 	if err != nil {
 		t.Fatal(err)
@@ -200,15 +203,11 @@ func newClientEnv(t *testing.T) *clientEnv {
 			t.Fatal(err)
 		}
 	}
-	e.home = mkdirOwned(t, 0o700, u.uid, u.gid)
-	if err := os.Mkdir(filepath.Join(e.home, "run"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(filepath.Join(e.home, "run"), u.uid, u.gid); err != nil {
-		t.Fatal(err)
-	}
+	e.home = mkdirOwned(t, "slirptest-home-", 0o700, u.uid, u.gid)
+	e.runDir = mkdirOwned(t, "sr", 0o700, u.uid, u.gid)
 	t.Cleanup(func() {
-		if left := markedProcesses(e.mark); len(left) > 0 {
+		var left []string
+		if !poll(leftoverWait, func() bool { left = markedProcesses(e.mark); return len(left) == 0 }) {
 			t.Errorf("processes left behind: %s", strings.Join(left, "; "))
 		}
 	})
@@ -237,9 +236,9 @@ func idMapped(uid int) bool {
 
 // mkdirOwned makes a temporary directory with mode and owner, removed when
 // the test ends (as root, whatever the user left in it).
-func mkdirOwned(t *testing.T, mode os.FileMode, uid, gid int) string {
+func mkdirOwned(t *testing.T, prefix string, mode os.FileMode, uid, gid int) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "slirptest-client-")
+	dir, err := os.MkdirTemp("", prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +279,7 @@ func (e *clientEnv) command(ctx context.Context, argv ...string) *exec.Cmd {
 		"HOME=" + e.home,
 		"USER=" + clientUserName,
 		"LOGNAME=" + clientUserName,
-		"XDG_RUNTIME_DIR=" + filepath.Join(e.home, "run"),
+		"XDG_RUNTIME_DIR=" + e.runDir,
 		"XDG_CONFIG_HOME=" + filepath.Join(e.home, ".config"),
 		envMark + "=" + e.mark,
 		envStage + "=tool", // integration.test runs as a tool in the child
@@ -329,20 +328,26 @@ func runRootlesskit(t *testing.T, tc rootlesskitCase, port int) {
 	if tc.port {
 		args = append(args, "-p", fmt.Sprintf("127.0.0.1:%d:80/tcp", port))
 	}
-	// The child checks the outer loopback, then serves port 80 until
-	// rootlesskit passes it SIGTERM.
+	// The child checks the outer loopback and the DNS relay (of the outer
+	// namespace's test DNS server), then serves port 80 until rootlesskit
+	// passes it SIGTERM.
 	tool := filepath.Join(e.stage, "integration.test")
 	script := fmt.Sprintf(`set -e
 ip -o -4 addr show dev tap0
-%[1]s dial 10.0.2.2:%[2]d 3s
-exec %[1]s serve tcp 0.0.0.0:80`, tool, echoPort)
+%[1]s dial 10.0.2.2:%[2]d 1s
+%[1]s dns 10.0.2.3:53 udp %[3]s
+exec %[1]s serve tcp 0.0.0.0:80`, tool, echoPort, testName)
 	args = append(args, "sh", "-c", script)
 	ctx, cancel := context.WithTimeout(context.Background(), clientTimeout)
 	defer cancel()
 	cmd := e.command(ctx, args...)
 	out := runUntilReady(t, cmd, "ready")
+	t.Logf("rootlesskit %q, child until ready:\n%s", tc.args, out)
 	if !strings.Contains(out, "inet 10.0.2.100/24") {
 		t.Errorf("tap0 in the child has no 10.0.2.100/24:\n%s", out)
+	}
+	if !strings.Contains(out, testNameAddr) {
+		t.Errorf("child resolved %s through 10.0.2.3 to no %s:\n%s", testName, testNameAddr, out)
 	}
 	reached := strings.Contains(out, "connected")
 	if reached != tc.loopback {
@@ -376,21 +381,25 @@ func runUntilReady(t *testing.T, cmd *exec.Cmd, marker string) string {
 			_ = cmd.Wait()
 		}
 	})
-	lines := make(chan string)
+	seen := make(chan bool, 1) // true: marker seen; false: stdout ended first
 	var out syncBuffer
 	go func() {
-		defer close(lines)
 		sc := bufio.NewScanner(stdout)
+		found := false
 		for sc.Scan() {
 			out.Write([]byte(sc.Text() + "\n"))
-			if strings.TrimSpace(sc.Text()) == marker {
-				lines <- sc.Text()
+			if !found && strings.TrimSpace(sc.Text()) == marker {
+				found = true
+				seen <- true
 			}
 		}
 		_, _ = io.Copy(io.Discard, stdout)
+		if !found {
+			seen <- false
+		}
 	}()
 	select {
-	case _, ok := <-lines:
+	case ok := <-seen:
 		if !ok {
 			t.Fatalf("%q ended before %q:\nstdout:\n%s\nstderr:\n%s", cmd.Args, marker, out.String(), stderr.String())
 		}
@@ -421,6 +430,47 @@ func stopClient(t *testing.T, cmd *exec.Cmd) {
 	}
 }
 
+// TestDetachNetnsFlow runs us as rootlesskit 2's --detach-netns does (the
+// Debian rootlesskit 1.1.0 has no such option): the TAP exists already
+// (persistent, up, made by the caller in a guest with its own user
+// namespace), the network namespace is a bind-mounted file, the command
+// line is "--userns-path=/proc/PID/ns/user --netns-type=path PATH tap0"
+// without -c, and the caller ends us with SIGKILL: the helper and engine
+// must not outlive us.
+func TestDetachNetnsFlow(t *testing.T) {
+	t.Parallel()
+	g := StartUserGuest(t)
+	InGuest(t, g, "ip", "tuntap", "add", "dev", "tap0", "mode", "tap")
+	InGuest(t, g, "ip", "link", "set", "tap0", "up")
+	f := filepath.Join(t.TempDir(), "netns")
+	if err := os.WriteFile(f, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := run("mount", "--bind", g.NetnsPath(), f); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = run("umount", f) })
+	s := StartSlirpWith(t, g, SlirpOptions{
+		Args:       []string{"--mtu=65520", "--userns-path=" + g.UsernsPath(), "--netns-type=path"},
+		Positional: []string{f, "tap0"},
+		// No TAP check: the persistent TAP is the caller's and stays.
+	})
+	for _, c := range [][]string{
+		{"ip", "addr", "add", "10.0.2.100/24", "dev", "tap0"},
+		{"ip", "route", "add", "default", "via", "10.0.2.2"},
+	} {
+		InGuest(t, g, c...)
+	}
+	if out := GuestTool(t, g, "echo", "tcp", hostPort("10.0.2.2", echoPort), "100000"); !strings.Contains(out, "ok") {
+		t.Errorf("echo through 10.0.2.2: %q", out)
+	}
+	s.kill() // SIGKILL, as rootlesskit does
+	s.CheckNothingLeft(t)
+	if l := GuestLink(t, g, "tap0"); !l.Up() {
+		t.Errorf("the caller's persistent tap0 changed: %+v", l)
+	}
+}
+
 // TestNetnsTypeTapFD: --netns-type=tapfd, the positional argument is an
 // inherited TAP fd that the caller opened in the guest (slirp4netns 1.3);
 // with and without IFF_VNET_HDR. The guest configures the TAP itself (-c
@@ -442,6 +492,7 @@ func TestNetnsTypeTapFD(t *testing.T) {
 			o := SlirpOptions{Args: []string{"--netns-type=tapfd"}, Positional: []string{"5"},
 				API: true, Tap: "tap0", ExtraFiles: []*os.File{tap}}
 			if !goImpl() {
+				o.Tap = "" // the TAP is the test's, open until it ends
 				RunSlirpFail(t, g, o)
 				return
 			}
@@ -541,4 +592,255 @@ func openTap(name string, flags uint16) (*os.File, error) {
 		return nil, fmt.Errorf("TUNSETIFF %s: %w", name, err)
 	}
 	return os.NewFile(uintptr(fd), "/dev/net/tun"), nil
+}
+
+// podmanImage is the local image the podman test imports.
+const podmanImage = "localhost/slirptest-busybox:latest"
+
+// busyboxApplets are linked in the image's /bin.
+var busyboxApplets = []string{"sh", "nc", "httpd", "mkdir", "echo", "cat", "printf", "ip", "sleep", "true"}
+
+// podman is a clientEnv configured for rootless podman: cgroupfs, file
+// events, runc (crun refuses this machine's hybrid cgroup layout), vfs
+// storage in HOME, and network_cmd_path naming slirp4netns (podman 4.3
+// ignores helper_binaries_dir for it).
+type podman struct {
+	*clientEnv
+	slirp string // network_cmd_path
+}
+
+// newPodman writes the configuration for slirp4netns binary slirp and
+// imports the busybox image.
+func newPodman(t *testing.T, e *clientEnv, slirp string) *podman {
+	t.Helper()
+	p := &podman{clientEnv: e, slirp: slirp}
+	cfg := filepath.Join(e.home, ".config", "containers")
+	files := map[string]string{
+		"containers.conf": fmt.Sprintf(`[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+runtime = "runc"
+network_cmd_path = %q
+`, slirp),
+		"storage.conf": fmt.Sprintf(`[storage]
+driver = "vfs"
+runroot = %q
+graphroot = %q
+`, filepath.Join(e.runDir, "containers"), filepath.Join(e.home, "storage")),
+	}
+	for name, content := range files {
+		writeOwned(t, e, filepath.Join(cfg, name), content)
+	}
+	tarball := busyboxTarball(t, e)
+	p.run(t, "import", tarball, podmanImage)
+	t.Cleanup(func() { p.stopPause(t) })
+	return p
+}
+
+// writeOwned writes a file (and its missing parents) owned by the client user.
+func writeOwned(t *testing.T, e *clientEnv, path, content string) {
+	t.Helper()
+	rel, err := filepath.Rel(e.home, filepath.Dir(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := e.home
+	for _, part := range strings.Split(rel, string(filepath.Separator)) {
+		dir = filepath.Join(dir, part)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(dir, e.user.uid, e.user.gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(path, e.user.uid, e.user.gid); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// busyboxTarball makes a root file system of busybox-static, as a tarball
+// the client user can read.
+func busyboxTarball(t *testing.T, e *clientEnv) string {
+	t.Helper()
+	root := filepath.Join(t.TempDir(), "rootfs")
+	for _, d := range []string{"bin", "etc", "tmp", "proc", "sys", "dev"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := copyFile("/bin/busybox", filepath.Join(root, "bin", "busybox"), 0o755); err != nil {
+		t.Fatalf("busybox-static: %v", err)
+	}
+	for _, a := range busyboxApplets {
+		if err := os.Symlink("busybox", filepath.Join(root, "bin", a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tarball := filepath.Join(e.stage, "busybox.tar")
+	if err := run("tar", "-C", root, "-cf", tarball, "."); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(tarball, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return tarball
+}
+
+// run runs podman with args as the client user and returns its output.
+func (p *podman) run(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := p.runErr(args...)
+	if err != nil {
+		t.Fatalf("podman %q: %v\n%s", args, err, out)
+	}
+	return out
+}
+
+func (p *podman) runErr(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), clientTimeout)
+	defer cancel()
+	out, err := p.command(ctx, append([]string{"podman"}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// stopPause ends podman's rootless pause process (it keeps the user
+// namespace alive for later podman commands), so that the leftover check
+// sees only what should have gone by itself.
+func (p *podman) stopPause(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(p.runDir, "libpod", "tmp", "pause.pid"))
+	if err != nil {
+		return
+	}
+	if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if !poll(leftoverWait, func() bool { return len(markedProcesses(p.mark)) == 0 }) {
+		t.Errorf("processes left after podman: %s", strings.Join(markedProcesses(p.mark), "; "))
+	}
+}
+
+// containerScript runs in the container: it fetches the outer loopback's
+// HTTP page through 10.0.2.2, then serves port 80 until SIGTERM (the shell
+// is PID 1, which ignores signals it has no handler for, hence the trap).
+const containerScript = `printf 'GET / HTTP/1.0\r\n\r\n' | nc 10.0.2.2 8080
+mkdir -p /www && echo container-ok >/www/index.html
+trap 'exit 0' TERM
+httpd -f -p 80 -h /www &
+echo ready
+wait`
+
+// TestClientPodman: rootless podman 4.3 with network_cmd_path set to our
+// binary runs a container with --network slirp4netns:port_handler=
+// slirp4netns,allow_host_loopback=true: the container reaches the outer
+// loopback through 10.0.2.2 and the outer namespace reaches the
+// container's port 80 through -p. podman info shows our --version.
+func TestClientPodman(t *testing.T) {
+	t.Parallel()
+	e := newClientEnv(t)
+	p := newPodman(t, e, filepath.Join(e.stage, "slirp4netns"))
+
+	want, err := exec.Command(p.slirp, "--version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := p.run(t, "info", "--format", "{{.Host.Slirp4NetNS.Executable}}\n{{.Host.Slirp4NetNS.Version}}")
+	if !strings.Contains(info, p.slirp) || !strings.Contains(info, strings.TrimSpace(string(want))) {
+		t.Errorf("podman info: %q; want %s and its --version %q", info, p.slirp, want)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), clientTimeout)
+	defer cancel()
+	cmd := p.command(ctx, "podman", "run", "--rm", "--pull=never",
+		"--network", "slirp4netns:port_handler=slirp4netns,allow_host_loopback=true",
+		"-p", fmt.Sprintf("127.0.0.1:%d:80", clientPortPodman), "--dns", "none",
+		podmanImage, "sh", "-c", containerScript)
+	out := runUntilReady(t, cmd, "ready")
+	t.Logf("podman run, until ready:\n%s", out)
+	if !strings.Contains(out, "hello from the outer namespace") {
+		t.Errorf("container did not reach the outer loopback's HTTP server through 10.0.2.2:\n%s", out)
+	}
+	if got := httpGetRetry(hostPort("127.0.0.1", clientPortPodman)); got != "container-ok\n" {
+		t.Errorf("published port 127.0.0.1:%d: %q, want the container's page", clientPortPodman, got)
+	}
+	stopClient(t, cmd)
+
+	t.Run("speed", func(t *testing.T) { podmanSpeed(t, p) })
+}
+
+// podmanRuns is how many containers podmanSpeed times per binary.
+const podmanRuns = 7
+
+// podmanSpeed: a "podman run" (which starts slirp4netns and waits for its
+// ready-fd) is not slower with the binary under test than with the C
+// slirp4netns: medians of podmanRuns runs each, alternating, with a margin
+// (half, plus 100 ms) for the noise of a shared 2-core machine that the
+// other tests load at the same time; a start-up that got slower by a
+// second still fails.
+func podmanSpeed(t *testing.T, p *podman) {
+	bins := []string{p.slirp, "/usr/bin/slirp4netns"}
+	times := make([][]time.Duration, len(bins))
+	for range podmanRuns {
+		for i, b := range bins {
+			p.setNetworkCmd(t, b)
+			start := time.Now()
+			p.run(t, "run", "--rm", "--pull=never", "--network", "slirp4netns", "--dns", "none", podmanImage, "true")
+			times[i] = append(times[i], time.Since(start))
+		}
+	}
+	ours, c := median(times[0]), median(times[1])
+	t.Logf("podman run --rm --network slirp4netns ... true, median of %d: %v with %s, %v with the C slirp4netns (all: %v, %v)",
+		podmanRuns, ours, bins[0], c, times[0], times[1])
+	if ours > c+c/2+100*time.Millisecond {
+		t.Errorf("podman run takes %v with %s, %v with the C slirp4netns", ours, bins[0], c)
+	}
+}
+
+// setNetworkCmd points network_cmd_path at bin.
+func (p *podman) setNetworkCmd(t *testing.T, bin string) {
+	t.Helper()
+	conf := filepath.Join(p.home, ".config", "containers", "containers.conf")
+	b, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	for i, l := range lines {
+		if strings.HasPrefix(l, "network_cmd_path") {
+			lines[i] = fmt.Sprintf("network_cmd_path = %q", bin)
+		}
+	}
+	writeOwned(t, p.clientEnv, conf, strings.Join(lines, "\n"))
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// httpGetRetry fetches / from addr, retrying for a few seconds while the
+// server starts; it returns the body or the last error as text.
+func httpGetRetry(addr string) string {
+	var last string
+	for range 25 {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+			_, _ = io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
+			b, rerr := io.ReadAll(c)
+			c.Close()
+			if _, body, ok := strings.Cut(string(b), "\r\n\r\n"); ok {
+				return body
+			}
+			last = fmt.Sprintf("reply %q (%v)", b, rerr)
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return last
 }

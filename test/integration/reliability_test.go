@@ -172,9 +172,10 @@ func linkNames(out string) string {
 	return strings.Join(names, " ")
 }
 
-// TestTargetExits: the process named by PID exits, its network namespace
-// and the TAP with it; slirp4netns then ends by itself as the C version
-// does, leaving nothing behind.
+// TestTargetExits: the process named by PID exits. The TAP fd slirp4netns
+// holds keeps the guest's network namespace alive, so C 1.2.0 never notices
+// and runs on until its exit-fd closes (checked with make test-c). Ours
+// watches the PID and ends cleanly: status 0, a message, nothing left.
 func TestTargetExits(t *testing.T) {
 	t.Parallel()
 	g := StartGuest(t)
@@ -183,15 +184,51 @@ func TestTargetExits(t *testing.T) {
 	start := time.Now()
 	_ = g.cmd.Process.Kill()
 	_ = g.cmd.Wait()
+	if !goImpl() {
+		if err, ok := s.Wait(2 * time.Second); ok {
+			t.Errorf("C slirp4netns exited (%s) after its target did; want it to run on", exitStatus(err))
+		}
+		return // the cleanup closes the exit-fd and checks for leftovers
+	}
 	err, ok := s.Wait(exitTimeout)
 	if !ok {
 		t.Fatalf("slirp4netns still runs %v after the target process exited\n%s", exitTimeout, s.Stderr.String())
 	}
-	t.Logf("target exited: slirp4netns %s after %v; output:\n%s", exitStatus(err), time.Since(start), s.Stderr.String())
-	// C slirp4netns 1.2.0 reports the failed TAP read and exits 1
-	// (checked with make test-c); ours says the same in its words.
-	if got := exitStatus(err); got != "exit 1" {
-		t.Errorf("after the target exited: %s, want exit 1", got)
+	took := time.Since(start)
+	t.Logf("target exited: slirp4netns %s after %v: %q", exitStatus(err), took, lastLine(s.Stderr.String()))
+	if err != nil {
+		t.Errorf("after the target exited: %s, want exit 0", exitStatus(err))
+	}
+	if took > time.Second {
+		t.Errorf("exited %v after the target, want < 1s", took)
+	}
+	if !strings.Contains(s.Stderr.String(), "target process") {
+		t.Errorf("no message says the target exited:\n%s", s.Stderr.String())
+	}
+}
+
+// TestTapDeleted: the guest deletes the TAP. Ours: the engine's read
+// fails, and slirp4netns exits 1 saying so, with nothing left.
+func TestTapDeleted(t *testing.T) {
+	t.Parallel()
+	g := StartGuest(t)
+	s := StartSlirpWith(t, g, SlirpOptions{Args: []string{"-c"}, API: true, LeavesAPISocket: !goImpl()})
+	InGuest(t, g, "ip", "link", "del", "tap0")
+	start := time.Now()
+	err, ok := s.Wait(3 * time.Second)
+	if !goImpl() {
+		t.Logf("C slirp4netns after the TAP was deleted: exited %v (%s)", ok, exitStatus(err))
+		return
+	}
+	if !ok {
+		t.Fatalf("slirp4netns still runs 3s after its TAP was deleted\n%s", s.Stderr.String())
+	}
+	t.Logf("TAP deleted: slirp4netns %s after %v: %q", exitStatus(err), time.Since(start), lastLine(s.Stderr.String()))
+	if exitStatus(err) != "exit 1" {
+		t.Errorf("after the TAP was deleted: %s, want exit 1", exitStatus(err))
+	}
+	if !strings.Contains(s.Stderr.String(), "link") {
+		t.Errorf("no message says the link ended:\n%s", s.Stderr.String())
 	}
 }
 
@@ -280,13 +317,16 @@ func TestSIGTERMDuringAPIRequest(t *testing.T) {
 	_ = silent.SetReadDeadline(time.Now().Add(2 * time.Second))
 	_, rerr := silent.Read(make([]byte, 64))
 	t.Logf("SIGTERM after %d API requests: %s after %v; silent client read: %v", sent.Load(), exitStatus(err), took, rerr)
+	if !goImpl() {
+		return // C serves one client at a time: the silent one blocks the rest
+	}
 	if sent.Load() == 0 {
-		t.Errorf("no API request succeeded before SIGTERM")
+		t.Errorf("no API request succeeded before SIGTERM (the silent client blocks the API?)")
 	}
 	if errors.Is(rerr, os.ErrDeadlineExceeded) {
 		t.Errorf("the silent client's connection stayed open after exit")
 	}
-	if goImpl() {
+	{
 		if err != nil {
 			t.Errorf("after SIGTERM: %v, want status 0", err)
 		}
@@ -501,13 +541,11 @@ func TestDisableHostLoopbackAll(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	got, ctl := hits.Load(), control.Load()
 	t.Logf("outer loopback probes reached: %d (want 0); control datagrams to %s: %d", got, addrA, ctl)
-	want := int64(0)
 	if !goImpl() {
 		// C 1.2.0 maps every port of 10.0.2.3 to the resolver's address
-		// (127.0.0.1 here): the TCP and UDP probes through it arrive.
-		want = got
-	}
-	if got != want || (goImpl() && got != 0) {
+		// (127.0.0.1 here): the probes through it arrive.
+		t.Logf("C slirp4netns: %d probes reached the outer loopback", got)
+	} else if got != 0 {
 		t.Errorf("%d connections/datagrams from the guest reached the outer loopback", got)
 	}
 	if ctl == 0 {

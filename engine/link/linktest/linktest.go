@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"unsafe"
 
@@ -34,6 +35,7 @@ import (
 type Netns struct {
 	req  chan func()
 	done chan struct{}
+	tid  int // the thread's id, set before NewNetns returns
 }
 
 // NewNetns creates the namespace and its thread, and brings lo up.
@@ -67,6 +69,7 @@ func (n *Netns) run(errc chan<- error) {
 		errc <- fmt.Errorf("unshare(CLONE_NEWNET): %w", err)
 		return
 	}
+	n.tid = unix.Gettid()
 	errc <- nil
 	for fn := range n.req {
 		fn()
@@ -82,6 +85,12 @@ func (n *Netns) Do(fn func() error) error {
 		return errors.New("netns: closed")
 	}
 	return <-errc
+}
+
+// Path returns a path naming the namespace (for nsenter --net or setns),
+// valid until Close: it goes through the namespace's thread.
+func (n *Netns) Path() string {
+	return fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), n.tid)
 }
 
 // Close stops the namespace's thread. The namespace itself lives on while
