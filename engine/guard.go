@@ -92,6 +92,12 @@ func (g *guard) admitIPv4(pkt *stack.PacketBuffer) bool {
 		g.e.stats.SpoofedDropped.Add(1)
 		return false
 	}
+	// 0.0.0.0 is a valid source only for a DHCP client that has no
+	// address yet; anything else from it would be NATed to the host.
+	if src.IsUnspecified() && !isDHCPRequest(pkt, h) {
+		g.e.stats.SpoofedDropped.Add(1)
+		return false
+	}
 	if h.Protocol() != uint8(header.ICMPv4ProtocolNumber) {
 		return true
 	}
@@ -119,6 +125,17 @@ func (g *guard) admitIPv4(pkt *stack.PacketBuffer) bool {
 	}
 	g.e.ping.relay(src, dst, icmp)
 	return false
+}
+
+// isDHCPRequest reports whether the IPv4 packet h (at the front of pkt)
+// is UDP to the DHCP server port.
+func isDHCPRequest(pkt *stack.PacketBuffer, h header.IPv4) bool {
+	hl := int(h.HeaderLength())
+	if h.Protocol() != uint8(header.UDPProtocolNumber) || hl < header.IPv4MinimumSize || h.FragmentOffset() != 0 {
+		return false
+	}
+	b, ok := pkt.Data().PullUp(hl + header.UDPMinimumSize)
+	return ok && header.UDP(b[hl:]).DestinationPort() == 67
 }
 
 func (g *guard) admitIPv6(pkt *stack.PacketBuffer) bool {

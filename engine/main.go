@@ -30,6 +30,7 @@ const closeTimeout = 2 * time.Second
 // or the link or a service fails (exit 1). It never writes to stdout.
 func Main() int {
 	logger := log.New(os.Stderr, "slirp4netns engine: ", 0)
+	tuneRuntime()
 	// Die with the supervisor even if it is SIGKILLed before it can tell us.
 	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
 		logger.Printf("prctl(PR_SET_PDEATHSIG): %v", err)

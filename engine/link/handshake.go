@@ -48,4 +48,3 @@ func isSYNACK(pkt *stack.PacketBuffer) bool {
 	}
 	return th.Flags().Contains(header.TCPFlagSyn | header.TCPFlagAck)
 }
-

@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"context"
+	"debug/buildinfo"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +31,7 @@ const (
 	floodPort    = 18181
 	fwdPortFDLim = 18182
 	loadEchoPort = 18183 // plainEcho on the outer 127.0.0.1
+	fwdPortFlood = 18184
 )
 
 // rssBar is the engine's resident memory limit under load (issue 9).
@@ -77,12 +79,33 @@ func dataPID(t *testing.T, s *Slirp) int {
 	return s.PID()
 }
 
-// checkRSS logs the data process's peak RSS and fails the test above the bar.
+// raceBuild reports whether the binary under test was built with -race,
+// whose shadow memory multiplies the RSS.
+func raceBuild() bool {
+	bin, err := slirpBin()
+	if err != nil {
+		return false
+	}
+	info, err := buildinfo.ReadFile(bin)
+	if err != nil {
+		return false
+	}
+	for _, s := range info.Settings {
+		if s.Key == "-race" && s.Value == "true" {
+			return true
+		}
+	}
+	return false
+}
+
+// checkRSS logs the data process's peak RSS and fails the test above the
+// bar (not for a -race build).
 func checkRSS(t *testing.T, pid int, what string) {
 	t.Helper()
 	hwm, rss := procStatusKiB(pid, "VmHWM"), procStatusKiB(pid, "VmRSS")
-	t.Logf("%s: engine RSS %d KiB, peak %d KiB", what, rss, hwm)
-	if hwm*1024 > rssBar {
+	race := raceBuild()
+	t.Logf("%s: engine RSS %d KiB, peak %d KiB (race build: %v)", what, rss, hwm, race)
+	if hwm*1024 > rssBar && !race {
 		t.Errorf("%s: engine peak RSS %d MiB, want < %d MiB", what, hwm>>10, rssBar>>20)
 	}
 }
@@ -113,7 +136,7 @@ func TestLoadForwardedConnections(t *testing.T) {
 	startGuestEcho(t, g, "0.0.0.0:7")
 	AddHostFwd(t, s.APISocket, "tcp", "127.0.0.1", fwdPortLoad, 7)
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -130,7 +153,11 @@ func TestLoadForwardedConnections(t *testing.T) {
 		}
 	}
 	t.Logf("%d concurrent forwarded connections x 16 KiB: %d failed, %v", n, failed, time.Since(start))
-	if failed > 0 {
+	switch {
+	case !goImpl():
+		// libslirp listens with a backlog of 1: bursts overflow it.
+		t.Logf("C slirp4netns: %d of %d forwarded connections failed; first: %v", failed, n, first)
+	case failed > 0:
 		t.Errorf("%d of %d forwarded connections failed; first: %v", failed, n, first)
 	}
 	checkRSS(t, dataPID(t, s), fmt.Sprintf("after %d forwarded connections", n))
@@ -164,10 +191,11 @@ func startGuestEcho(t *testing.T, g *Guest, addr string) {
 }
 
 // TestLoadUDPFlood: the guest floods UDP (from many source ports, so many
-// flows) to an outer sink; meanwhile the API answers within 100 ms and the
-// engine's memory stays bounded.
+// flows) to an outer sink; meanwhile API calls that go through the engine
+// (add_hostfwd, remove_hostfwd in turn) answer within 100 ms and the
+// engine's memory stays bounded. Not parallel: on two cores the other
+// tests' load would be measured instead of the flood's.
 func TestLoadUDPFlood(t *testing.T) {
-	t.Parallel()
 	secs := loadSize(3, 10)
 	sink := listenProbes(t, hostPort(addrA, floodPort))
 	g := StartGuest(t)
@@ -199,10 +227,16 @@ loop:
 			t.Fatal("flood tool did not end")
 		case <-time.After(50 * time.Millisecond):
 			start := time.Now()
-			if _, err := testnet.APIRequest(s.APISocket, `{"execute":"list_hostfwd"}`); err != nil {
-				t.Errorf("API during the flood: %v", err)
+			req := fmt.Sprintf(`{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"127.0.0.1","host_port":%d,"guest_port":80}}`, fwdPortFlood)
+			if len(lat)%2 == 1 {
+				req = `{"execute":"remove_hostfwd","arguments":{"id":` + strconv.Itoa(len(lat)/2+1) + `}}`
 			}
+			r, err := testnet.APIRequest(s.APISocket, req)
 			lat = append(lat, time.Since(start))
+			if err != nil || !strings.Contains(string(r), `"return"`) {
+				t.Errorf("API during the flood: %s: %s, %v", req, r, err)
+				break loop
+			}
 		}
 	}
 	if len(lat) == 0 {

@@ -142,21 +142,46 @@ func TestSupervisorKilled(t *testing.T) {
 	// The cleanup's leftover check fails the test if the engine is alive.
 }
 
-// TestHelperFailsTunExists: the TAP name exists in the guest as a TUN
-// device: a clear error, the TUN device untouched, no new link.
-func TestHelperFailsTunExists(t *testing.T) {
+// TestHelperFails: the helper fails mid-way. "tun-exists": the TAP name
+// is taken by a TUN device (fails at TUNSETIFF). "multicast-mac": the
+// kernel refuses the MAC after the TAP was created. Either way: a clear
+// error, the guest's links and routes as they were, nothing left. (A
+// guest that already has a default route is no such case: C 1.2.0 adds a
+// second one; ours fails with "file exists" — reported, not tested here.)
+func TestHelperFails(t *testing.T) {
 	t.Parallel()
-	g := StartGuest(t)
-	InGuest(t, g, "ip", "tuntap", "add", "dev", "tun9", "mode", "tun")
-	before := InGuest(t, g, "ip", "-o", "link", "show")
-	res := RunSlirpFail(t, g, SlirpOptions{Args: []string{"-c"}, API: true, Positional: []string{strconv.Itoa(g.PID), "tun9"}})
-	t.Logf("tun9 exists as TUN: %s; %q", exitStatus(res.Err), strings.TrimSpace(res.Stderr))
-	after := InGuest(t, g, "ip", "-o", "link", "show")
-	if linkNames(before) != linkNames(after) {
-		t.Errorf("guest links changed by the failed start:\nbefore: %s\nafter:  %s", linkNames(before), linkNames(after))
+	cases := []struct {
+		name  string
+		setup [][]string
+		args  []string
+		tap   string
+		want  string // in the error message (lower case)
+	}{
+		{"tun-exists", [][]string{{"ip", "tuntap", "add", "dev", "tun9", "mode", "tun"}}, nil, "tun9", "tun"},
+		{"multicast-mac", nil, []string{"--macaddress=01:00:5e:00:00:01"}, "tap0", "address"},
 	}
-	if !strings.Contains(strings.ToLower(res.Stderr), "tun9") && !strings.Contains(strings.ToLower(res.Stderr), "tun") {
-		t.Errorf("error does not name the device: %q", res.Stderr)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			g := StartGuest(t)
+			for _, c := range tc.setup {
+				InGuest(t, g, c...)
+			}
+			links := linkNames(InGuest(t, g, "ip", "-o", "link", "show"))
+			routes := InGuest(t, g, "ip", "route", "show")
+			args := append([]string{"-c"}, tc.args...)
+			res := RunSlirpFail(t, g, SlirpOptions{Args: args, API: true, Positional: []string{strconv.Itoa(g.PID), tc.tap}})
+			t.Logf("%s: %s; %q", tc.name, exitStatus(res.Err), lastLine(res.Stderr))
+			if after := linkNames(InGuest(t, g, "ip", "-o", "link", "show")); after != links {
+				t.Errorf("guest links changed by the failed start:\nbefore: %s\nafter:  %s", links, after)
+			}
+			if after := InGuest(t, g, "ip", "route", "show"); after != routes {
+				t.Errorf("guest routes changed by the failed start:\nbefore: %s\nafter:  %s", routes, after)
+			}
+			if !strings.Contains(strings.ToLower(res.Stderr), tc.want) {
+				t.Errorf("error does not mention %q: %q", tc.want, res.Stderr)
+			}
+		})
 	}
 }
 
@@ -554,8 +579,9 @@ func TestDisableHostLoopbackAll(t *testing.T) {
 }
 
 // TestSpoofedSource: frames from the guest whose IPv4 source lies outside
-// the guest's network are dropped: nothing reaches the outer listener,
-// while the same frames with the guest's own source do.
+// the guest's network (or is 0.0.0.0, valid only for DHCP) are dropped:
+// nothing reaches the outer listener, while the same frames with the
+// guest's own source do.
 func TestSpoofedSource(t *testing.T) {
 	t.Parallel()
 	g := StartGuest(t)
@@ -573,7 +599,11 @@ func TestSpoofedSource(t *testing.T) {
 	GuestTool(t, g, "rawsend", "tap0", "10.0.2.100", addrA, "tcp", port, "1")
 	ok := poll(2*time.Second, func() bool { return hits.Load() > spoofed })
 	t.Logf("spoofed frames that arrived: %d (want 0); own-source frames arrived: %v", spoofed, ok)
-	if spoofed != 0 {
+	switch {
+	case !goImpl():
+		// C 1.2.0 NATs whatever source the guest uses.
+		t.Logf("C slirp4netns: %d spoofed-source probes arrived", spoofed)
+	case spoofed != 0:
 		t.Errorf("%d spoofed-source connections/datagrams reached the outer namespace", spoofed)
 	}
 	if !ok {
