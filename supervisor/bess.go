@@ -1,20 +1,12 @@
 package supervisor
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/slirp4netns-go/slirp4netns/supervisor/api"
 )
-
-// maxSocketPath is the longest path bind(2) accepts for a unix socket:
-// sun_path holds 108 bytes including the terminating NUL.
-const maxSocketPath = len(unix.RawSockaddrUnix{}.Path) - 1
 
 // bessSocket is the BESS socket file the supervisor created, removed on exit.
 type bessSocket struct {
@@ -30,9 +22,6 @@ type bessSocket struct {
 // before User Mode Linux starts; C slirp4netns 1.2.0 writes it only once
 // its one client has connected.
 func listenBESS(path string) (*os.File, *bessSocket, error) {
-	if err := checkBESSPath(path); err != nil {
-		return nil, nil, err
-	}
 	// Stale socket files are replaced, a live server or anything that is
 	// not a socket is refused; the socket is 0600 whatever the umask.
 	ln, err := api.ListenUnix("unixpacket", path, "BESS socket")
@@ -55,25 +44,6 @@ func listenBESS(path string) (*os.File, *bessSocket, error) {
 		return nil, nil, fmt.Errorf("BESS socket %q: %w", path, err)
 	}
 	return f, &bessSocket{path: bound, info: fi}, nil
-}
-
-// checkBESSPath turns the errors bind(2) would give for a bad path into
-// messages that name the problem.
-func checkBESSPath(path string) error {
-	if len(path) > maxSocketPath {
-		return fmt.Errorf("BESS socket path %q is too long (%d bytes; at most %d)", path, len(path), maxSocketPath)
-	}
-	dir := filepath.Dir(path)
-	st, err := os.Stat(dir)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("BESS socket %q: directory %q does not exist", path, dir)
-	case err != nil:
-		return fmt.Errorf("BESS socket %q: %w", path, err)
-	case !st.IsDir():
-		return fmt.Errorf("BESS socket %q: %q is not a directory", path, dir)
-	}
-	return nil
 }
 
 // remove deletes the socket file if it is still the one listenBESS made

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -42,6 +43,9 @@ func ListenUnix(network, path, what string) (*net.UnixListener, error) {
 		// Go takes a leading "@" for the abstract namespace; the C binds a
 		// file of that name, relative to the working directory.
 		path = "./" + path
+	}
+	if err := checkSocketPath(path, what); err != nil {
+		return nil, err
 	}
 	if err := removeStaleSocket(network, path, what); err != nil {
 		return nil, err
@@ -130,6 +134,30 @@ func removeStaleSocket(network, path, what string) error {
 	}
 	if err := os.Remove(path); err != nil {
 		return fmt.Errorf("remove stale %s %q: %w", what, path, err)
+	}
+	return nil
+}
+
+// maxSocketPath is the longest path bind(2) accepts for a unix socket:
+// sun_path less its terminating NUL.
+const maxSocketPath = len(unix.RawSockaddrUnix{}.Path) - 1
+
+// checkSocketPath turns the errors bind(2) would give for a bad path
+// ("invalid argument", "no such file or directory") into messages that name
+// the problem.
+func checkSocketPath(path, what string) error {
+	if len(path) > maxSocketPath {
+		return fmt.Errorf("%s path %q is too long (%d bytes; at most %d)", what, path, len(path), maxSocketPath)
+	}
+	dir := filepath.Dir(path)
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s %q: directory %q does not exist: %w", what, path, dir, fs.ErrNotExist)
+	case err != nil:
+		return fmt.Errorf("%s %q: %w", what, path, err)
+	case !st.IsDir():
+		return fmt.Errorf("%s %q: %q is not a directory", what, path, dir)
 	}
 	return nil
 }
