@@ -28,6 +28,7 @@ import (
 const (
 	probePortLoopback = 18190 // listeners on the outer 127.0.0.1
 	probePortSpoof    = 18191 // listeners on addrA
+	fwdPortSIGTERM    = 18192
 )
 
 // engineArgv0 is the argv[0] the supervisor gives the engine process.
@@ -291,7 +292,8 @@ func TestExitFDDuringTransfer(t *testing.T) {
 }
 
 // TestSIGTERMDuringAPIRequest: SIGTERM while API clients are connected (one
-// that never finishes its request, others sending requests in a loop) ends
+// that never finishes its request, another adding and removing forwards in
+// a loop, so that requests to the engine are in flight) ends
 // slirp4netns with status 0 within a second; the clients see their
 // connection end instead of hanging.
 func TestSIGTERMDuringAPIRequest(t *testing.T) {
@@ -317,7 +319,14 @@ func TestSIGTERMDuringAPIRequest(t *testing.T) {
 				return
 			default:
 			}
-			if _, err := testnet.APIRequest(s.APISocket, `{"execute":"list_hostfwd"}`); err != nil {
+			// add_hostfwd and remove_hostfwd in turn: both wait for the
+			// engine, so SIGTERM meets requests in flight to it.
+			n := sent.Load()
+			req := fmt.Sprintf(`{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"127.0.0.1","host_port":%d,"guest_port":80}}`, fwdPortSIGTERM)
+			if n%2 == 1 {
+				req = fmt.Sprintf(`{"execute":"remove_hostfwd","arguments":{"id":%d}}`, n/2+1)
+			}
+			if _, err := testnet.APIRequest(s.APISocket, req); err != nil {
 				return // the server went away: the expected end
 			}
 			sent.Add(1)
