@@ -48,7 +48,10 @@ func configure(name string, cfg proto.HelperConfig, stderr io.Writer) error {
 		return fmt.Errorf("configure: set %q up: %w", name, err)
 	}
 	route := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: plan.Gateway.AsSlice()}
-	if err := netlink.RouteAdd(route); err != nil {
+	// Append, not add: a guest that already has a default route gets a
+	// second one, as with the C version (whose ioctl(SIOCADDRT) appends),
+	// instead of failing with "file exists".
+	if err := netlink.RouteAppend(route); err != nil {
 		return fmt.Errorf("configure: add default route via %s: %w", plan.Gateway, err)
 	}
 	return nil

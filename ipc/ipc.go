@@ -20,8 +20,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// MaxMessage is the largest encoded message accepted, in bytes.
-const MaxMessage = 256 << 10
+// MaxMessage is the largest encoded message accepted, in bytes. The
+// messages are small (a configuration, a forward); the kernel refuses a
+// SOCK_SEQPACKET datagram above the socket buffer (~208 KiB) anyway.
+const MaxMessage = 64 << 10
 
 // maxFDs is the most descriptors one message may carry.
 const maxFDs = 8
