@@ -38,9 +38,10 @@ type engineProc struct {
 	waited chan error
 }
 
-// startEngine re-executes this binary as the engine, hands it the link fd and
-// the configuration, and waits until it reports ready.
-func startEngine(ctx context.Context, start proto.EngineStart, link *os.File, stderr io.Writer) (*engineProc, error) {
+// spawnEngine re-executes this binary as the engine. The engine then waits
+// for its configuration (begin); starting it before the helper runs lets
+// the two process start-ups overlap.
+func spawnEngine(sandboxed bool, stderr io.Writer) (*engineProc, error) {
 	conn, peer, err := ipc.Pair()
 	if err != nil {
 		return nil, fmt.Errorf("start engine: %w", err)
@@ -48,7 +49,7 @@ func startEngine(ctx context.Context, start proto.EngineStart, link *os.File, st
 	cmd := exec.Command("/proc/self/exe")
 	cmd.Args = []string{"slirp4netns-engine"}
 	cmd.Env = append(childEnv(), ModeEnv+"="+ModeEngine)
-	if start.Config.EnableSandbox {
+	if sandboxed {
 		// The sandbox is entered by a constructor before the engine's Go
 		// runtime starts (package sandbox), so it is chosen by environment.
 		cmd.Env = append(cmd.Env, sandbox.SandboxEnv+"=1")
@@ -74,15 +75,21 @@ func startEngine(ctx context.Context, start proto.EngineStart, link *os.File, st
 	}
 	go func() { e.waited <- cmd.Wait() }()
 	go e.readLoop()
-	if err := conn.SendBody(ipc.TypeEngineStart, 0, start, link); err != nil {
+	return e, nil
+}
+
+// begin hands the engine its link fd and configuration and waits until it
+// reports ready; on failure the engine is killed.
+func (e *engineProc) begin(ctx context.Context, start proto.EngineStart, link *os.File) error {
+	if err := e.conn.SendBody(ipc.TypeEngineStart, 0, start, link); err != nil {
 		e.kill()
-		return nil, fmt.Errorf("start engine: %w", err)
+		return fmt.Errorf("start engine: %w", err)
 	}
 	if err := e.waitReady(ctx); err != nil {
 		e.kill()
-		return nil, err
+		return err
 	}
-	return e, nil
+	return nil
 }
 
 func (e *engineProc) waitReady(ctx context.Context) error {

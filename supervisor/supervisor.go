@@ -100,8 +100,13 @@ func (s *run) main() error {
 // writes the ready fd last.
 func (s *run) start() error {
 	ctx := context.Background()
+	engine, err := spawnEngine(s.cfg.EnableSandbox, s.stderr)
+	if err != nil {
+		return err
+	}
 	link, tap, err := s.openLink(ctx)
 	if err != nil {
+		engine.kill()
 		return err
 	}
 	defer link.Close()
@@ -113,10 +118,10 @@ func (s *run) start() error {
 	if s.cfg.TargetType == policy.TargetBESS {
 		start.Link = proto.LinkBESS
 	}
-	s.engine, err = startEngine(ctx, start, link, s.stderr)
-	if err != nil {
+	if err := engine.begin(ctx, start, link); err != nil {
 		return err
 	}
+	s.engine = engine
 	if s.cfg.APISocket != "" {
 		if err := s.startAPI(); err != nil {
 			return err
