@@ -17,6 +17,7 @@ import (
 
 	"github.com/slirp4netns-go/slirp4netns/ipc"
 	"github.com/slirp4netns-go/slirp4netns/ipc/proto"
+	"github.com/slirp4netns-go/slirp4netns/sandbox"
 )
 
 // Environment shared by OpenTap, Main and nsenter.c. modeEnv and modeHelper
@@ -77,6 +78,13 @@ func handle(conn *ipc.Conn, stderr io.Writer) (*os.File, proto.TapInfo, error) {
 	}
 	if !canJoinNamespaces {
 		return nil, proto.TapInfo{}, errors.New("built without cgo: cannot join the target's namespaces")
+	}
+	if cfg.EnableSeccomp {
+		// The namespaces are joined already (before the runtime started):
+		// from here the helper never needs ptrace, mount, setns, bpf...
+		if err := sandbox.ApplyLightSeccomp(); err != nil {
+			return nil, proto.TapInfo{}, fmt.Errorf("helper seccomp: %w", err)
+		}
 	}
 	tap, info, err := openTap(cfg.TapName, !cfg.DisableOffload)
 	if err != nil {

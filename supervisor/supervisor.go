@@ -167,6 +167,7 @@ func (s *run) openLink(ctx context.Context) (*os.File, proto.TapInfo, error) {
 			EnableIPv6:     s.cfg.EnableIPv6,
 			MACAddress:     s.cfg.MACAddress,
 			DisableOffload: os.Getenv(offloadEnv) == "1",
+			EnableSeccomp:  s.cfg.EnableSeccomp,
 		},
 	}
 	f, info, err := helper.OpenTap(ctx, req)

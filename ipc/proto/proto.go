@@ -15,6 +15,9 @@ type HelperConfig struct {
 	CIDR       string `json:"cidr"`
 	EnableIPv6 bool   `json:"enable_ipv6"`
 	MACAddress string `json:"mac_address,omitempty"`
+	// EnableSeccomp asks the helper to put the light deny-list filter
+	// (sandbox.ApplyLightSeccomp) on itself before it touches the TAP.
+	EnableSeccomp bool `json:"enable_seccomp,omitempty"`
 	// DisableOffload opens the TAP without IFF_VNET_HDR (no virtio-net
 	// header, no TSO/checksum offload); for benchmarking and debugging.
 	DisableOffload bool `json:"disable_offload,omitempty"`
