@@ -147,8 +147,10 @@ func (b *bessLink) acceptFailed(err error) bool {
 
 // handoverWait bounds how long a new client waits for the engine to notice
 // that the previous one hung up (its reader reads the remaining frames,
-// then EOF). A client that reconnects at once is not refused for that.
-const handoverWait = time.Second
+// then EOF). A client that reconnects at once is not refused for that. It
+// only applies once the old peer has hung up, so a generous bound costs
+// nothing; one second was too short on a loaded 2-core machine.
+const handoverWait = 5 * time.Second
 
 // serve makes conn the current client, or refuses it (closes it) when
 // another one is connected.
@@ -352,28 +354,10 @@ func (b *bessLink) ARPHardwareType() header.ARPHardwareType { return header.ARPH
 
 // AddHeader implements stack.LinkEndpoint. It must work without a client
 // too: the stack adds the header before WritePackets drops the frame.
-func (b *bessLink) AddHeader(pkt *stack.PacketBuffer) {
-	src := pkt.EgressRoute.LocalLinkAddress
-	if src == "" {
-		src = b.LinkAddress()
-	}
-	eth := header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize))
-	eth.Encode(&header.EthernetFields{
-		SrcAddr: src,
-		DstAddr: pkt.EgressRoute.RemoteLinkAddress,
-		Type:    pkt.NetworkProtocolNumber,
-	})
-}
+func (b *bessLink) AddHeader(pkt *stack.PacketBuffer) { link.AddEthernetHeader(pkt, b) }
 
 // ParseHeader implements stack.LinkEndpoint.
-func (b *bessLink) ParseHeader(pkt *stack.PacketBuffer) bool {
-	hdr, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
-	if !ok {
-		return false
-	}
-	pkt.NetworkProtocolNumber = header.Ethernet(hdr).Type()
-	return true
-}
+func (b *bessLink) ParseHeader(pkt *stack.PacketBuffer) bool { return link.ParseEthernetHeader(pkt) }
 
 // WritePackets implements stack.LinkEndpoint: to the current client, or
 // dropped while there is none, as by a cable without a peer.

@@ -68,6 +68,14 @@ func startBESSAt(t *testing.T, sock string, o SlirpOptions) *Slirp {
 			t.Errorf("BESS socket %s left behind", sock)
 		}
 	})
+	if goImpl() {
+		// Ours is ready once the socket listens, before any client; the
+		// socket file alone is not enough (it exists between bind and
+		// listen, when a connect is refused).
+		if err := s.waitReady(); err != nil {
+			t.Fatalf("not ready before a client connected: %v\noutput:\n%s", err, s.Stderr.String())
+		}
+	}
 	waitFor(t, readyTimeout, "the BESS socket "+sock, func() bool {
 		_, err := os.Lstat(sock)
 		return err == nil || !s.Running()

@@ -146,7 +146,14 @@ func GuestToolErr(g *Guest, timeout time.Duration, tool string, args ...string) 
 // test ends.
 func StartGuestServer(t *testing.T, g *Guest, network, addr string) {
 	t.Helper()
-	cmd := g.Command(context.Background(), toolArgv("serve", network, addr)...)
+	runUntilReady(t, g.Command(context.Background(), toolArgv("serve", network, addr)...), "ready", 10*time.Second)
+}
+
+// runUntilReady starts cmd, waits up to timeout for a line equal to marker
+// on its stdout and returns everything it printed until then (stdout and
+// stderr). cmd is killed when the test ends if it still runs.
+func runUntilReady(t *testing.T, cmd *exec.Cmd, marker string, timeout time.Duration) string {
+	t.Helper()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -154,26 +161,45 @@ func StartGuestServer(t *testing.T, g *Guest, network, addr string) {
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start guest server: %v", err)
+		t.Fatalf("start %q: %v", cmd.Args, err)
 	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
 	})
-	line := make(chan string, 1)
+	seen := make(chan bool, 1) // true: marker seen; false: stdout ended first
+	var out syncBuffer
 	go func() {
-		s, _ := bufio.NewReader(stdout).ReadString('\n')
-		line <- s
+		sc := bufio.NewScanner(stdout)
+		found := false
+		for sc.Scan() {
+			out.Write([]byte(sc.Text() + "\n"))
+			if !found && strings.TrimSpace(sc.Text()) == marker {
+				found = true
+				seen <- true
+			}
+		}
 		_, _ = io.Copy(io.Discard, stdout)
+		if !found {
+			seen <- false
+		}
 	}()
 	select {
-	case s := <-line:
-		if strings.TrimSpace(s) != "ready" {
-			t.Fatalf("guest server %s %s: got %q, stderr: %s", network, addr, s, stderr.String())
+	case ok := <-seen:
+		if !ok {
+			t.Fatalf("%q ended before %q:\nstdout:\n%s\nstderr:\n%s", cmd.Args, marker, out.String(), stderr.String())
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("guest server %s %s not ready; stderr: %s", network, addr, stderr.String())
+	case <-time.After(timeout):
+		t.Fatalf("%q: no %q after %v:\nstdout:\n%s\nstderr:\n%s", cmd.Args, marker, timeout, out.String(), stderr.String())
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%q stderr:\n%s", cmd.Args, stderr.String())
+		}
+	})
+	return out.String() + stderr.String()
 }
 
 // SlirpOptions says how to start slirp4netns.
@@ -202,6 +228,8 @@ type SlirpOptions struct {
 
 // Slirp is a running slirp4netns.
 type Slirp struct {
+	readyOnce sync.Once // waitReady reads the ready-fd once
+	readyErr  error
 	Cmd       *exec.Cmd
 	APISocket string   // empty without SlirpOptions.API
 	Stderr    *outFile // stdout and stderr
@@ -303,6 +331,12 @@ func launchSlirp(t *testing.T, g *Guest, o SlirpOptions) *Slirp {
 
 // waitReady waits for the first byte on the ready-fd, which must be '1'.
 func (s *Slirp) waitReady() error {
+	s.readyOnce.Do(func() { s.readyErr = s.readReady() })
+	return s.readyErr
+}
+
+// readReady reads the ready-fd once.
+func (s *Slirp) readReady() error {
 	if err := s.ready.SetReadDeadline(time.Now().Add(readyTimeout)); err != nil {
 		return err
 	}
