@@ -88,16 +88,10 @@ func benchTCP(b *testing.B, mtu int, cc string, up bool) {
 // back and closes, sequentially. It measures the connect path (SYN dedupe,
 // host dial, handshake, relay goroutines, teardown).
 func BenchmarkTCPConnectEchoClose(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	go serveEcho(ln)
+	srv := echoServer(b)
 	tb := newTestBed(b, policy4Only())
-	dst := netip.AddrPortFrom(tb.eng.Plan().Gateway, ln.Addr().(*net.TCPAddr).AddrPort().Port())
-	one := []byte{1}
-	back := make([]byte, 1)
+	dst := netip.AddrPortFrom(tb.eng.Plan().Gateway, srv.Port())
+	buf := make([]byte, 1)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
@@ -107,12 +101,7 @@ func BenchmarkTCPConnectEchoClose(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := c.Write(one); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, back); err != nil {
-			b.Fatal(err)
-		}
+		echoByte(b, c, buf)
 		c.Close()
 	}
 }
@@ -120,44 +109,31 @@ func BenchmarkTCPConnectEchoClose(b *testing.B) {
 // BenchmarkTCPRoundTrip is netbench's 1-byte request/response test through
 // the engine over an in-memory link, on one connection.
 func BenchmarkTCPRoundTrip(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	go serveEcho(ln)
+	srv := echoServer(b)
 	tb := newTestBed(b, policy4Only())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := tb.dialTCP(ctx, netip.AddrPortFrom(tb.eng.Plan().Gateway, ln.Addr().(*net.TCPAddr).AddrPort().Port()))
+	c, err := tb.dialTCP(ctx, netip.AddrPortFrom(tb.eng.Plan().Gateway, srv.Port()))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	one := []byte{1}
-	back := make([]byte, 1)
+	buf := make([]byte, 1)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		if _, err := c.Write(one); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, back); err != nil {
-			b.Fatal(err)
-		}
+		echoByte(b, c, buf)
 	}
 }
 
-// serveEcho echoes every connection of ln until ln is closed.
-func serveEcho(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			_, _ = io.Copy(c, c)
-		}()
+// echoByte writes buf (one byte) on c and reads its echo back into buf;
+// any error fails b. No b.Helper: it runs once per iteration, and its cost
+// would be measured.
+func echoByte(b *testing.B, c net.Conn, buf []byte) {
+	if _, err := c.Write(buf); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, buf); err != nil {
+		b.Fatal(err)
 	}
 }

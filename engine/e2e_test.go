@@ -46,17 +46,8 @@ const e2eSize = 64 << 20
 // (the "host"), whose loopback carries every byte.
 func TestEndToEndTAP(t *testing.T) {
 	if os.Getenv(e2eEnv) != "1" {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "unshare", "--user", "--map-root-user", "--net", "--mount", "--pid", "--fork", "--mount-proc",
-			os.Args[0], "-test.run=^TestEndToEndTAP$", "-test.v", "-test.count=1")
-		cmd.Env = append(os.Environ(), e2eEnv+"=1")
-		out, err := cmd.CombinedOutput()
-		t.Logf("namespaced run:\n%s", out)
-		if err != nil {
-			t.Fatalf("namespaced run: %v", err)
-		}
-		if !strings.Contains(string(out), "--- PASS: TestEndToEndTAP") {
+		out := runNamespaced(t, 3*time.Minute, "-test.run=^TestEndToEndTAP$", "-test.v", "-test.count=1")
+		if !strings.Contains(out, "--- PASS: TestEndToEndTAP") {
 			t.Fatal("namespaced run did not pass")
 		}
 		return
@@ -66,6 +57,25 @@ func TestEndToEndTAP(t *testing.T) {
 	t.Run("in-process/vnet_hdr", func(t *testing.T) { runGuest(t, h, true, false) })
 	// The engine process (Main) in its sandbox, under its seccomp filter.
 	t.Run("process/vnet_hdr/sandbox+seccomp", func(t *testing.T) { runGuest(t, h, true, true) })
+}
+
+// runNamespaced re-executes the test binary with testArgs (the -test flags
+// that select one test or benchmark) in a new user, network, mount and PID
+// namespace, marked by e2eEnv, for at most timeout. It logs the run's
+// output and returns it; a failed run fails tb.
+func runNamespaced(tb testing.TB, timeout time.Duration, testArgs ...string) string {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	args := append([]string{"--user", "--map-root-user", "--net", "--mount", "--pid", "--fork", "--mount-proc", os.Args[0]}, testArgs...)
+	cmd := exec.CommandContext(ctx, "unshare", args...)
+	cmd.Env = append(os.Environ(), e2eEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	tb.Logf("namespaced run:\n%s", out)
+	if err != nil {
+		tb.Fatalf("namespaced run: %v", err)
+	}
+	return string(out)
 }
 
 // e2eHost is the test's "host" namespace set-up.

@@ -64,6 +64,16 @@ func (g *guard) isOurs(a netip.Addr) bool {
 	return a == p.Gateway || a == p.DNS || (g.e.cfg.EnableIPv6 && (a == p.Gateway6 || a == p.DNS6 || a == g.ll6))
 }
 
+// fromGuest reports whether src is an address the guest may send from
+// (policy.IsGuestSource); a packet from any other is dropped and counted.
+func (g *guard) fromGuest(src netip.Addr) bool {
+	if policy.IsGuestSource(g.e.plan, g.e.cfg, src) {
+		return true
+	}
+	g.e.stats.SpoofedDropped.Add(1)
+	return false
+}
+
 func (g *guard) admitARP(pkt *stack.PacketBuffer) bool {
 	b, ok := pkt.Data().PullUp(header.ARPSize)
 	if !ok {
@@ -88,8 +98,7 @@ func (g *guard) admitIPv4(pkt *stack.PacketBuffer) bool {
 	}
 	h := header.IPv4(b)
 	src := netip.AddrFrom4([4]byte(h[12:16]))
-	if !policy.IsGuestSource(g.e.plan, g.e.cfg, src) {
-		g.e.stats.SpoofedDropped.Add(1)
+	if !g.fromGuest(src) {
 		return false
 	}
 	// 0.0.0.0 is a valid source only for a DHCP client that has no
@@ -148,8 +157,7 @@ func (g *guard) admitIPv6(pkt *stack.PacketBuffer) bool {
 	}
 	h := header.IPv6(b)
 	src := netip.AddrFrom16([16]byte(h[8:24]))
-	if !policy.IsGuestSource(g.e.plan, g.e.cfg, src) {
-		g.e.stats.SpoofedDropped.Add(1)
+	if !g.fromGuest(src) {
 		return false
 	}
 	if h.NextHeader() != uint8(header.ICMPv6ProtocolNumber) {

@@ -26,13 +26,13 @@ func noLeaks(t *testing.T) {
 
 // echoServer serves TCP echo on 127.0.0.1; each connection echoes until
 // EOF, then closes.
-func echoServer(t *testing.T) netip.AddrPort {
+func echoServer(t testing.TB) netip.AddrPort {
 	t.Helper()
 	return echoServerOn(t, "127.0.0.1:0")
 }
 
 // echoServerOn is echoServer on another loopback address.
-func echoServerOn(t *testing.T, addr string) netip.AddrPort {
+func echoServerOn(t testing.TB, addr string) netip.AddrPort {
 	t.Helper()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

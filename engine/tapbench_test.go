@@ -22,16 +22,7 @@ import (
 //	go test -run '^$' -bench TAPIperf3 -benchtime 1x ./engine/
 func BenchmarkTAPIperf3(b *testing.B) {
 	if os.Getenv(e2eEnv) != "1" {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "unshare", "--user", "--map-root-user", "--net", "--mount", "--pid", "--fork", "--mount-proc",
-			os.Args[0], "-test.run=^$", "-test.bench=^BenchmarkTAPIperf3$", "-test.benchtime=1x")
-		cmd.Env = append(os.Environ(), e2eEnv+"=1")
-		out, err := cmd.CombinedOutput()
-		b.Logf("namespaced run:\n%s", out)
-		if err != nil {
-			b.Fatalf("namespaced run: %v", err)
-		}
+		runNamespaced(b, 5*time.Minute, "-test.run=^$", "-test.bench=^BenchmarkTAPIperf3$", "-test.benchtime=1x")
 		return
 	}
 	run(b, "ip", "link", "set", "lo", "up")

@@ -72,8 +72,10 @@ func mustFull(p netip.Prefix, port uint16) tcpip.FullAddress {
 	return a
 }
 
-func connectPair(b *testing.B, ln net.Listener, dial func() (net.Conn, error)) (net.Conn, net.Conn) {
-	b.Helper()
+// connectPair dials ln with dial and returns both ends: the dialled conn
+// first, then the accepted one. Any failure fails tb.
+func connectPair(tb testing.TB, ln net.Listener, dial func() (net.Conn, error)) (net.Conn, net.Conn) {
+	tb.Helper()
 	acc := make(chan net.Conn, 1)
 	go func() {
 		c, _ := ln.Accept()
@@ -81,11 +83,11 @@ func connectPair(b *testing.B, ln net.Listener, dial func() (net.Conn, error)) (
 	}()
 	kc, err := dial()
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	gc := <-acc
 	if gc == nil {
-		b.Fatal("accept failed")
+		tb.Fatal("accept failed")
 	}
 	return kc, gc
 }

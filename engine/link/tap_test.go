@@ -310,7 +310,7 @@ func TestStackTeardownUnderLoad(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer ln.Close()
-			kc, gc := connectPairT(t, ln, func() (net.Conn, error) { return env.dialKernel("10.0.2.2:5003") })
+			kc, gc := connectPair(t, ln, func() (net.Conn, error) { return env.dialKernel("10.0.2.2:5003") })
 			defer kc.Close()
 			defer gc.Close()
 			deadline := time.Now().Add(ioLimit)
@@ -340,22 +340,4 @@ func TestStackTeardownUnderLoad(t *testing.T) {
 			kc.Close()
 		})
 	}
-}
-
-func connectPairT(t *testing.T, ln net.Listener, dial func() (net.Conn, error)) (net.Conn, net.Conn) {
-	t.Helper()
-	acc := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		acc <- c
-	}()
-	kc, err := dial()
-	if err != nil {
-		t.Fatal(err)
-	}
-	gc := <-acc
-	if gc == nil {
-		t.Fatal("accept failed")
-	}
-	return kc, gc
 }

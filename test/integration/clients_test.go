@@ -12,7 +12,6 @@ package integration
 // left out of it; the tools run unprivileged in the root variant anyway.
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -341,7 +340,7 @@ exec %[1]s serve tcp 0.0.0.0:80`, tool, echoPort, testName)
 	ctx, cancel := context.WithTimeout(context.Background(), clientTimeout)
 	defer cancel()
 	cmd := e.command(ctx, args...)
-	out := runUntilReady(t, cmd, "ready")
+	out := runUntilReady(t, cmd, "ready", clientTimeout)
 	t.Logf("rootlesskit %q, child until ready:\n%s", tc.args, out)
 	if !strings.Contains(out, "inet 10.0.2.100/24") {
 		t.Errorf("tap0 in the child has no 10.0.2.100/24:\n%s", out)
@@ -360,58 +359,6 @@ exec %[1]s serve tcp 0.0.0.0:80`, tool, echoPort, testName)
 		}
 	}
 	stopClient(t, cmd)
-}
-
-// runUntilReady starts cmd, waits for a line equal to marker on its stdout
-// and returns everything it printed until then (stdout and stderr).
-func runUntilReady(t *testing.T, cmd *exec.Cmd, marker string) string {
-	t.Helper()
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %q: %v", cmd.Args, err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	})
-	seen := make(chan bool, 1) // true: marker seen; false: stdout ended first
-	var out syncBuffer
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		found := false
-		for sc.Scan() {
-			out.Write([]byte(sc.Text() + "\n"))
-			if !found && strings.TrimSpace(sc.Text()) == marker {
-				found = true
-				seen <- true
-			}
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-		if !found {
-			seen <- false
-		}
-	}()
-	select {
-	case ok := <-seen:
-		if !ok {
-			t.Fatalf("%q ended before %q:\nstdout:\n%s\nstderr:\n%s", cmd.Args, marker, out.String(), stderr.String())
-		}
-	case <-time.After(clientTimeout):
-		t.Fatalf("%q: no %q after %v:\nstdout:\n%s\nstderr:\n%s", cmd.Args, marker, clientTimeout, out.String(), stderr.String())
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("%q stderr:\n%s", cmd.Args, stderr.String())
-		}
-	})
-	return out.String() + stderr.String()
 }
 
 // stopClient sends SIGTERM to the client (rootlesskit passes it to its
@@ -758,7 +705,7 @@ func TestClientPodman(t *testing.T) {
 		"--network", "slirp4netns:port_handler=slirp4netns,allow_host_loopback=true",
 		"-p", fmt.Sprintf("127.0.0.1:%d:80", clientPortPodman), "--dns", "none",
 		podmanImage, "sh", "-c", containerScript)
-	out := runUntilReady(t, cmd, "ready")
+	out := runUntilReady(t, cmd, "ready", clientTimeout)
 	t.Logf("podman run, until ready:\n%s", out)
 	if !strings.Contains(out, "hello from the outer namespace") {
 		t.Errorf("container did not reach the outer loopback's HTTP server through 10.0.2.2:\n%s", out)

@@ -176,21 +176,7 @@ func cmpOr(a, b error) error {
 // startGuestEcho runs the echoserve tool in the guest until the test ends.
 func startGuestEcho(t *testing.T, g *Guest, addr string) {
 	t.Helper()
-	cmd := g.Command(context.Background(), toolArgv("echoserve", addr)...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	line, _ := bufio.NewReader(stdout).ReadString('\n')
-	if strings.TrimSpace(line) != "ready" {
-		t.Fatalf("guest echo server: %q, stderr: %s", line, stderr.String())
-	}
+	runUntilReady(t, g.Command(context.Background(), toolArgv("echoserve", addr)...), "ready", 10*time.Second)
 }
 
 // TestLoadUDPFlood: the guest floods UDP (from many source ports, so many
@@ -419,22 +405,13 @@ func toolFDExhaust(ctx context.Context, args []string) error {
 	return nil
 }
 
-// echoOnce sends size random bytes on c and checks that they come back.
+// echoOnce sends size random bytes on c and checks that they come back
+// within 3 s; it leaves c without a deadline.
 func echoOnce(c net.Conn, size int) error {
-	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
 	defer c.SetDeadline(time.Time{})
-	msg := randomBytes(size)
-	if _, err := c.Write(msg); err != nil {
-		return err
-	}
-	got := make([]byte, size)
-	if _, err := io.ReadFull(c, got); err != nil {
-		return err
-	}
-	if string(got) != string(msg) {
-		return errors.New("echo differs")
-	}
-	return nil
+	return echoConn(ctx, c, size)
 }
 
 // toolConcurrent: concurrent ADDR N SIZE DIALS — open N TCP connections to
@@ -484,29 +461,6 @@ func toolConcurrent(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Printf("all %d connected in %v, echoed in %v\n", n, connected, time.Since(start)-connected)
-	return nil
-}
-
-// echoConn sends size random bytes on c and checks the echo, writing and
-// reading at the same time.
-func echoConn(ctx context.Context, c net.Conn, size int) error {
-	if dl, ok := ctx.Deadline(); ok {
-		_ = c.SetDeadline(dl)
-	}
-	msg := randomBytes(size)
-	werr := make(chan error, 1)
-	go func() {
-		_, err := c.Write(msg)
-		werr <- err
-	}()
-	got := make([]byte, size)
-	_, rerr := io.ReadFull(c, got)
-	if err := errors.Join(rerr, <-werr); err != nil {
-		return err
-	}
-	if string(got) != string(msg) {
-		return errors.New("echo differs")
-	}
 	return nil
 }
 

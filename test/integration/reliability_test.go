@@ -83,6 +83,33 @@ func exitStatus(err error) string {
 	return "exit " + strconv.Itoa(ee.ExitCode())
 }
 
+// wantEnd is how slirp4netns should end after something happened to it.
+type wantEnd struct {
+	status string        // exitStatus's words, or "non-zero" for any but "exit 0"
+	within time.Duration // how soon after it happened; 0: not checked
+	says   string        // what its stderr must mention
+}
+
+// check compares how s ended (err, took after the event) with w; after
+// names the event in the messages.
+func (w wantEnd) check(t *testing.T, s *Slirp, after string, err error, took time.Duration) {
+	t.Helper()
+	got := exitStatus(err)
+	bad := got != w.status
+	if w.status == "non-zero" {
+		bad = got == "exit 0"
+	}
+	if bad {
+		t.Errorf("after %s: %s, want %s", after, got, w.status)
+	}
+	if w.within > 0 && took > w.within {
+		t.Errorf("exited %v after %s, want < %v", took, after, w.within)
+	}
+	if !strings.Contains(s.Stderr.String(), w.says) {
+		t.Errorf("after %s, stderr does not mention %q:\n%s", after, w.says, s.Stderr.String())
+	}
+}
+
 // TestEngineKilled: SIGKILL to the engine makes the supervisor exit non-zero
 // within 1 s, say why on stderr, and remove its API socket. C slirp4netns is
 // one process: killing it leaves its socket file and nothing else.
@@ -107,15 +134,7 @@ func TestEngineKilled(t *testing.T) {
 	if !goImpl() {
 		return // the process itself was killed; the cleanup checks the rest
 	}
-	if err == nil {
-		t.Errorf("supervisor exited 0 after its engine was killed, want non-zero")
-	}
-	if took > time.Second {
-		t.Errorf("supervisor exited %v after the engine was killed, want < 1s", took)
-	}
-	if !strings.Contains(s.Stderr.String(), "engine") {
-		t.Errorf("stderr does not say the engine ended:\n%s", s.Stderr.String())
-	}
+	wantEnd{status: "non-zero", within: time.Second, says: "engine"}.check(t, s, "its engine was killed", err, took)
 }
 
 // TestSupervisorKilled: SIGKILL to the supervisor ends the engine too (the
@@ -222,15 +241,7 @@ func TestTargetExits(t *testing.T) {
 	}
 	took := time.Since(start)
 	t.Logf("target exited: slirp4netns %s after %v: %q", exitStatus(err), took, lastLine(s.Stderr.String()))
-	if err != nil {
-		t.Errorf("after the target exited: %s, want exit 0", exitStatus(err))
-	}
-	if took > time.Second {
-		t.Errorf("exited %v after the target, want < 1s", took)
-	}
-	if !strings.Contains(s.Stderr.String(), "target process") {
-		t.Errorf("no message says the target exited:\n%s", s.Stderr.String())
-	}
+	wantEnd{status: "exit 0", within: time.Second, says: "target process"}.check(t, s, "the target exited", err, took)
 }
 
 // TestTapDeleted: the guest deletes the TAP. Ours: the engine's read
@@ -250,12 +261,7 @@ func TestTapDeleted(t *testing.T) {
 		t.Fatalf("slirp4netns still runs 3s after its TAP was deleted\n%s", s.Stderr.String())
 	}
 	t.Logf("TAP deleted: slirp4netns %s after %v: %q", exitStatus(err), time.Since(start), lastLine(s.Stderr.String()))
-	if exitStatus(err) != "exit 1" {
-		t.Errorf("after the TAP was deleted: %s, want exit 1", exitStatus(err))
-	}
-	if !strings.Contains(s.Stderr.String(), "link") {
-		t.Errorf("no message says the link ended:\n%s", s.Stderr.String())
-	}
+	wantEnd{status: "exit 1", says: "link"}.check(t, s, "the TAP was deleted", err, time.Since(start))
 }
 
 // TestExitFDDuringTransfer: closing the exit-fd while a large download

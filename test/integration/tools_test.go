@@ -103,6 +103,8 @@ func randomBytes(n int) []byte {
 	return b
 }
 
+// echoTCP connects to the echo server at addr and checks one echo of size
+// random bytes (echoConn).
 func echoTCP(ctx context.Context, addr string, size int) error {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", addr)
@@ -110,9 +112,17 @@ func echoTCP(ctx context.Context, addr string, size int) error {
 		return err
 	}
 	defer c.Close()
+	return echoConn(ctx, c, size)
+}
+
+// echoConn sends size random bytes on c and checks the echo, writing and
+// reading at the same time (a large echo would otherwise fill both socket
+// buffers and stall); ctx's deadline, if any, bounds both.
+func echoConn(ctx context.Context, c net.Conn, size int) error {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.SetDeadline(dl)
 	}
+	addr := c.RemoteAddr()
 	msg := randomBytes(size)
 	werr := make(chan error, 1)
 	go func() {
