@@ -22,7 +22,8 @@ import (
 const (
 	fwdPortIPv6     = 18084
 	fwdPortBulk     = 18085
-	fwdPortChurnLow = 18200 // .. +concurrentAPIClients
+	fwdPortDual     = 18086
+	fwdPortChurnLow = 19500 // .. +concurrentAPIClients; no other test uses this range
 )
 
 // concurrentAPIClients is how many API clients add and remove forwards at
@@ -80,8 +81,8 @@ func TestHostFwdIPv6(t *testing.T) {
 		t.Errorf("IPv6 forward [::1]:%d -> [%s]:80: %q, %v; want %q", fwdPortIPv6, guest6, got, err, want)
 	}
 
-	dual := AddHostFwd(t, s.APISocket, "tcp", "::", fwdPortIPv6+100, 80)
-	got, err = dialPeer(hostPort("127.0.0.1", fwdPortIPv6+100), "")
+	dual := AddHostFwd(t, s.APISocket, "tcp", "::", fwdPortDual, 80)
+	got, err = dialPeer(hostPort("127.0.0.1", fwdPortDual), "")
 	if want := "peer=10.0.2.2\n"; err != nil || got != want {
 		t.Errorf("dual-stack forward from 127.0.0.1: %q, %v; want %q", got, err, want)
 	}
