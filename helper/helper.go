@@ -86,17 +86,7 @@ func handle(conn *ipc.Conn, stderr io.Writer) (*os.File, proto.TapInfo, error) {
 			return nil, proto.TapInfo{}, fmt.Errorf("helper seccomp: %w", err)
 		}
 	}
-	tap, info, err := openTap(cfg.TapName, !cfg.DisableOffload)
-	if err != nil {
-		return nil, proto.TapInfo{}, err
-	}
-	if cfg.Configure {
-		if err := configure(info.Name, cfg, stderr); err != nil {
-			tap.Close()
-			return nil, proto.TapInfo{}, err
-		}
-	}
-	return tap, info, nil
+	return openAndConfigure(cfg, stderr)
 }
 
 // recvConfig reads the supervisor's TypeHelperConfig message.

@@ -45,6 +45,12 @@ func OpenTap(ctx context.Context, req Request) (*os.File, proto.TapInfo, error) 
 		return nil, proto.TapInfo{}, err
 	}
 	defer ns.close()
+	if !needsUserns(ns.userns) {
+		tap, info, err := openInProcess(ns.netns, req.Config, stderrOf(req))
+		if !errors.Is(err, errNoInProcess) {
+			return tap, info, err
+		}
+	}
 	conn, peer, err := ipc.Pair()
 	if err != nil {
 		return nil, proto.TapInfo{}, fmt.Errorf("helper: %w", err)
@@ -280,4 +286,12 @@ func helperError(xerr, werr error) error {
 	default:
 		return fmt.Errorf("helper: %w", xerr)
 	}
+}
+
+// stderrOf is where warnings of the TAP set-up go.
+func stderrOf(req Request) io.Writer {
+	if req.Stderr != nil {
+		return req.Stderr
+	}
+	return os.Stderr
 }
