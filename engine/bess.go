@@ -202,7 +202,7 @@ func (b *bessLink) makeRoom() bool {
 	}
 	conn, gone := b.clientConn, b.clientGoneCh
 	b.mu.Unlock()
-	if peerHungUp(conn) {
+	if peerHungUp(conn, hangupGrace) {
 		select {
 		case <-gone:
 			return !b.isClosed()
@@ -219,17 +219,32 @@ func (b *bessLink) makeRoom() bool {
 	return false
 }
 
-// peerHungUp reports whether the other end of conn has closed it.
-func peerHungUp(conn *net.UnixConn) bool {
+// hangupGrace is how long a new client waits for the connected one's
+// hang-up to show: a client's close(2) takes effect only once every copy of
+// its descriptor is gone, and a process that forked just then (before its
+// exec closed the copy) holds one for a moment. A second client while the
+// first is really connected is refused after this delay.
+const hangupGrace = 250 * time.Millisecond
+
+// peerHungUp reports whether the other end of conn has closed it, waiting
+// up to timeout for that.
+func peerHungUp(conn *net.UnixConn, timeout time.Duration) bool {
 	rc, err := conn.SyscallConn()
 	if err != nil {
 		return true
 	}
 	hup := false
+	deadline := time.Now().Add(timeout)
 	_ = rc.Control(func(fd uintptr) {
 		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
-		n, err := unix.Poll(pfd, 0)
-		hup = err == nil && n > 0 && pfd[0].Revents&(unix.POLLHUP|unix.POLLRDHUP) != 0
+		for {
+			n, err := unix.Poll(pfd, int(max(time.Until(deadline), 0).Milliseconds()))
+			if err == unix.EINTR {
+				continue
+			}
+			hup = err == nil && n > 0 && pfd[0].Revents&(unix.POLLHUP|unix.POLLRDHUP) != 0
+			return
+		}
 	})
 	return hup
 }
