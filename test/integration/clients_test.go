@@ -746,7 +746,9 @@ func TestClientPodmanSpeed(t *testing.T) {
 	ours, c := median(times[0]), median(times[1])
 	t.Logf("podman run --rm --network slirp4netns ... true, median of %d: %v with %s, %v with the C slirp4netns (all: %v, %v)",
 		podmanRuns, ours, bins[0], c, times[0], times[1])
-	if ours > 2*c+time.Second {
+	// A -race build sleeps at exit in every process (GORACE atexit_sleep_ms,
+	// which podman's environment for us does not carry): no liveness signal.
+	if ours > 2*c+time.Second && !raceBuild() {
 		t.Errorf("podman run takes %v with %s, %v with the C slirp4netns", ours, bins[0], c)
 	}
 }
