@@ -152,7 +152,10 @@ func FixGSOLength(head []byte, frameLen int) bool {
 		if len(ip) < ipv6HdrLen || ip[0]>>4 != 6 || ipLen < ipv6HdrLen || ipLen-ipv6HdrLen > 0xffff {
 			return false
 		}
-		if binary.BigEndian.Uint16(ip[4:6]) != 0 {
+		// Only a zero payload length is repaired, and only when the frame
+		// carries a payload: a header-only frame's 0 is already right
+		// (found by FuzzInbound: rewriting it made the fix non-idempotent).
+		if binary.BigEndian.Uint16(ip[4:6]) != 0 || ipLen == ipv6HdrLen {
 			return false
 		}
 		binary.BigEndian.PutUint16(ip[4:6], uint16(ipLen-ipv6HdrLen))
