@@ -126,13 +126,7 @@ bench-net: deps build
 # fuzz: every Fuzz target for 60 s each.
 FUZZTIME ?= 60s
 fuzz:
-	@for pkg in $$($(GO) list ./... | grep -v /test/integration); do \
-		dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
-		for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/^func //'); do \
-			echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
-			$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg; \
-		done; \
-	done
+	FUZZTIME=$(FUZZTIME) GO=$(GO) scripts/fuzz
 
 # install: the binary, the man page and the bash and zsh completions under
 # $(DESTDIR)$(PREFIX) (e.g. make install PREFIX=/usr DESTDIR=pkg/).
