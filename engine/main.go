@@ -107,6 +107,9 @@ func (s *server) run() int {
 		s.close()
 		return 1
 	}
+	trimDone := make(chan struct{})
+	defer close(trimDone)
+	go trimWhenIdle(trimDone)
 	msgs := make(chan ipcMsg)
 	go s.recvLoop(msgs)
 	for {

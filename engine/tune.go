@@ -2,18 +2,43 @@ package engine
 
 import (
 	"os"
+	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
+	"time"
 )
 
 // gcPercent is the engine process's GOGC. The engine's heap is mostly
-// packet buffers that live for microseconds; at the default 100 the heap
-// (and the peak RSS that users see) grows to twice the live data for no
-// gain. Measured with netbench: 50 lowered the engine's peak RSS under the
-// TCP tests by ~3 MiB (30.9 -> 27.4 MiB for all our processes) with
-// throughput, round-trip latency and CPU per GB unchanged within noise; 25
-// bought ~1.5 MiB more at visibly more GC CPU. A memory limit
-// (GOMEMLIMIT 8-14 MiB) made the GC thrash under load.
-const gcPercent = 50
+// packet buffers (gVisor's chunk pools, relay buffers) that live for
+// microseconds; at the default 100 the heap, and the peak RSS that users
+// see, grows to twice the live data for no gain. Measured with netbench and
+// iperf3 at MTU 65520 (docs/benchmarks.md): 100 -> 50 lowered the engine's
+// peak RSS by ~3 MiB; 50 -> 35 by another 1.2-2 MiB of anonymous memory
+// under bulk TCP, host->guest and UDP, with CPU per connection (sequential
+// connect/echo/close, 3 pairs) and CPU per GB unchanged within noise: bulk
+// transfers recycle pooled buffers and collect a few times a second at
+// most. 25 bought nothing more over 35. A memory limit (GOMEMLIMIT 8-14 MiB)
+// made the GC thrash under load.
+const gcPercent = 35
+
+// Idle trimming. After a burst the heap keeps what it grew to, and the Go
+// runtime returns free pages only slowly and never collects while nothing
+// allocates, so an engine that moved a few GB and went quiet would stay at
+// its peak RSS indefinitely (sync.Pool contents are freed only by
+// collections). Once the engine is quiet after a burst, two collections
+// and a scavenge give that memory back to the kernel: real memory, not just
+// a smaller figure, and a podman container's network is idle most of its
+// life. The cost is a few milliseconds of CPU per burst and page faults
+// when the next burst grows the heap again.
+const (
+	// trimInterval is how often the allocation counter is sampled.
+	trimInterval = time.Second
+	// trimQuietBytes: an interval that allocated less than this is quiet.
+	trimQuietBytes = 256 << 10
+	// trimMinBurst: a trim is worth it only after this much was allocated
+	// since the previous one; below it there is little to give back.
+	trimMinBurst = 8 << 20
+)
 
 // tuneRuntime applies the engine process's runtime settings, unless the
 // user set GOGC, which then wins.
@@ -21,4 +46,57 @@ func tuneRuntime() {
 	if _, set := os.LookupEnv("GOGC"); !set {
 		debug.SetGCPercent(gcPercent)
 	}
+}
+
+// trimmer decides when to trim from samples of the cumulative number of
+// bytes allocated; it has no clock, so that tests can drive it.
+type trimmer struct {
+	last      uint64 // counter at the previous sample
+	sinceTrim uint64 // allocated since the last trim
+}
+
+// observe records a sample and reports whether to trim now: the interval
+// just ended was quiet and a burst came before it.
+func (t *trimmer) observe(total uint64) bool {
+	d := total - t.last
+	t.last = total
+	t.sinceTrim += d
+	if d >= trimQuietBytes || t.sinceTrim < trimMinBurst {
+		return false
+	}
+	t.sinceTrim = 0
+	return true
+}
+
+// trimWhenIdle samples the allocation counter every trimInterval until
+// done is closed and returns memory to the kernel after each burst.
+func trimWhenIdle(done <-chan struct{}) {
+	sample := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	read := func() uint64 {
+		metrics.Read(sample)
+		return sample[0].Value.Uint64()
+	}
+	t := trimmer{last: read()}
+	tick := time.NewTicker(trimInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+		}
+		if t.observe(read()) {
+			trimHeap()
+			t.last = read() // what the collections allocated is no burst
+		}
+	}
+}
+
+// trimHeap frees what the heap holds beyond its live data and returns the
+// free pages to the kernel. Objects in a sync.Pool survive one collection
+// (they move to its victim cache), hence the collection before
+// FreeOSMemory's own.
+func trimHeap() {
+	runtime.GC()
+	debug.FreeOSMemory()
 }

@@ -18,7 +18,7 @@ import (
 	"strings"
 	"time"
 
-	mdns "github.com/miekg/dns"
+	"golang.org/x/net/dns/dnsmessage"
 )
 
 // Defaults for Options fields left zero.
@@ -120,24 +120,34 @@ func (r *Relay) acquire(ctx context.Context) error {
 func (r *Relay) release() { <-r.sem }
 
 // parseQuery accepts only a standard query: not a response, opcode QUERY,
-// exactly one question, no answer or authority records.
-func parseQuery(b []byte) (*mdns.Msg, error) {
-	m := new(mdns.Msg)
+// exactly one question, no answer or authority records. Every section is
+// parsed (names, compression pointers, record lengths), so what is re-encoded
+// from the result is a DNS message and nothing else.
+//
+// golang.org/x/net/dns/dnsmessage rather than a full DNS library: the relay
+// needs no more than this, and a larger library (with its TLS, DNSSEC and
+// crypto dependencies) added about 1.2 MB of code to a binary whose code
+// pages are resident in every one of our processes (docs/benchmarks.md).
+func parseQuery(b []byte) (*dnsmessage.Message, error) {
+	m := new(dnsmessage.Message)
 	if err := m.Unpack(b); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	switch {
-	case m.Response:
+	case m.Header.Response:
 		return nil, fmt.Errorf("%w: response bit set", ErrMalformed)
-	case m.Opcode != mdns.OpcodeQuery:
-		return nil, fmt.Errorf("%w: opcode %d", ErrMalformed, m.Opcode)
-	case len(m.Question) != 1:
-		return nil, fmt.Errorf("%w: %d questions", ErrMalformed, len(m.Question))
-	case len(m.Answer) != 0 || len(m.Ns) != 0:
+	case m.Header.OpCode != opcodeQuery:
+		return nil, fmt.Errorf("%w: opcode %d", ErrMalformed, m.Header.OpCode)
+	case len(m.Questions) != 1:
+		return nil, fmt.Errorf("%w: %d questions", ErrMalformed, len(m.Questions))
+	case len(m.Answers) != 0 || len(m.Authorities) != 0:
 		return nil, fmt.Errorf("%w: records in answer/authority section", ErrMalformed)
 	}
 	return m, nil
 }
+
+// opcodeQuery is the standard query opcode (RFC 1035 4.1.1).
+const opcodeQuery dnsmessage.OpCode = 0
 
 // exchange forwards query over network ("udp" or "tcp") to each nameserver
 // in turn. The caller holds a concurrency slot.
@@ -160,7 +170,7 @@ func (r *Relay) exchange(ctx context.Context, query []byte, network string) ([]b
 			continue
 		}
 		// Like glibc, try the next server when one fails or refuses.
-		if rcode == mdns.RcodeServerFailure || rcode == mdns.RcodeRefused {
+		if rcode == dnsmessage.RCodeServerFailure || rcode == dnsmessage.RCodeRefused {
 			if fallback == nil {
 				fallback = resp
 			}
@@ -174,11 +184,21 @@ func (r *Relay) exchange(ctx context.Context, query []byte, network string) ([]b
 	return servfail(q)
 }
 
-// servfail builds a SERVFAIL answer to q.
-func servfail(q *mdns.Msg) ([]byte, error) {
-	m := new(mdns.Msg)
-	m.SetRcode(q, mdns.RcodeServerFailure)
-	m.RecursionAvailable = true
+// servfail builds a SERVFAIL answer to q: its id, opcode, RD and CD bits and
+// question, with recursion available.
+func servfail(q *dnsmessage.Message) ([]byte, error) {
+	m := dnsmessage.Message{
+		Header: dnsmessage.Header{
+			ID:                 q.Header.ID,
+			Response:           true,
+			OpCode:             q.Header.OpCode,
+			RecursionDesired:   q.Header.RecursionDesired,
+			CheckingDisabled:   q.Header.CheckingDisabled,
+			RecursionAvailable: true,
+			RCode:              dnsmessage.RCodeServerFailure,
+		},
+		Questions: q.Questions,
+	}
 	b, err := m.Pack()
 	if err != nil {
 		return nil, fmt.Errorf("encode SERVFAIL: %w", err)
@@ -188,7 +208,7 @@ func servfail(q *mdns.Msg) ([]byte, error) {
 
 // ask performs one exchange with one upstream server within r.timeout and
 // returns the validated answer and its rcode.
-func (r *Relay) ask(ctx context.Context, network, server string, wire []byte, q *mdns.Msg) ([]byte, int, error) {
+func (r *Relay) ask(ctx context.Context, network, server string, wire []byte, q *dnsmessage.Message) ([]byte, dnsmessage.RCode, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	conn, err := r.dial(ctx, network, server)
@@ -206,7 +226,7 @@ func (r *Relay) ask(ctx context.Context, network, server string, wire []byte, q 
 	return askUDP(conn, wire, q)
 }
 
-func askUDP(conn net.Conn, wire []byte, q *mdns.Msg) ([]byte, int, error) {
+func askUDP(conn net.Conn, wire []byte, q *dnsmessage.Message) ([]byte, dnsmessage.RCode, error) {
 	if _, err := conn.Write(wire); err != nil {
 		return nil, 0, fmt.Errorf("send query: %w", err)
 	}
@@ -223,7 +243,7 @@ func askUDP(conn net.Conn, wire []byte, q *mdns.Msg) ([]byte, int, error) {
 	}
 }
 
-func askTCP(conn net.Conn, wire []byte, q *mdns.Msg) ([]byte, int, error) {
+func askTCP(conn net.Conn, wire []byte, q *dnsmessage.Message) ([]byte, dnsmessage.RCode, error) {
 	if err := writeTCPMsg(conn, wire); err != nil {
 		return nil, 0, fmt.Errorf("send query: %w", err)
 	}
@@ -239,21 +259,31 @@ func askTCP(conn net.Conn, wire []byte, q *mdns.Msg) ([]byte, int, error) {
 }
 
 // validAnswer reports whether b is a response to q (same id and question)
-// and returns its rcode.
-func validAnswer(b []byte, q *mdns.Msg) (int, bool) {
-	m := new(mdns.Msg)
-	if err := m.Unpack(b); err != nil || !m.Response || m.Id != q.Id {
+// and returns its rcode. Only the header and the question are parsed: the
+// answer is relayed as it came, and records this parser does not know must
+// not make a good answer look bad.
+func validAnswer(b []byte, q *dnsmessage.Message) (dnsmessage.RCode, bool) {
+	var p dnsmessage.Parser
+	h, err := p.Start(b)
+	if err != nil || !h.Response || h.ID != q.Header.ID {
 		return 0, false
 	}
-	if len(m.Question) == 0 {
+	a, err := p.Question()
+	if errors.Is(err, dnsmessage.ErrSectionDone) {
 		// Servers may omit the question in error answers (e.g. FORMERR).
-		return m.Rcode, m.Rcode != mdns.RcodeSuccess
+		return h.RCode, h.RCode != dnsmessage.RCodeSuccess
 	}
-	a, want := m.Question[0], q.Question[0]
-	if len(m.Question) != 1 || a.Qtype != want.Qtype || a.Qclass != want.Qclass || !strings.EqualFold(a.Name, want.Name) {
+	if err != nil {
 		return 0, false
 	}
-	return m.Rcode, true
+	want := q.Questions[0]
+	if a.Type != want.Type || a.Class != want.Class || !strings.EqualFold(a.Name.String(), want.Name.String()) {
+		return 0, false
+	}
+	if _, err := p.Question(); !errors.Is(err, dnsmessage.ErrSectionDone) {
+		return 0, false // a second question, or a malformed one
+	}
+	return h.RCode, true
 }
 
 // writeTCPMsg writes msg with its RFC 1035 two-byte length prefix.

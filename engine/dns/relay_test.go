@@ -526,7 +526,7 @@ func FuzzExchange(f *testing.F) {
 		if err := m.Unpack(resp); err != nil {
 			t.Fatalf("answer does not parse: %v", err)
 		}
-		if !m.Response || m.Id != q.Id || m.Rcode != mdns.RcodeServerFailure {
+		if !m.Response || m.Id != q.Header.ID || m.Rcode != mdns.RcodeServerFailure {
 			t.Fatalf("bad SERVFAIL answer %v", m)
 		}
 	})
