@@ -31,27 +31,62 @@ func needsUserns(userns *os.File) bool {
 }
 
 // openInProcess opens (and configures) the TAP from a thread of this
-// process that joins the target's network namespace for the duration:
-// joining only a network namespace is allowed to one thread of a
-// multi-threaded process (DESIGN.md), and it saves re-executing the helper,
-// a third of the start-up time. It returns errNoInProcess when setns is
-// refused, so the caller can fall back to the helper process.
-func openInProcess(netns *os.File, cfg proto.HelperConfig, stderr io.Writer) (*os.File, proto.TapInfo, error) {
-	type result struct {
-		tap  *os.File
-		info proto.TapInfo
-		err  error
+// process that joins the target's network namespace: joining only a
+// network namespace is allowed to one thread of a multi-threaded process
+// (DESIGN.md), and it saves re-executing the helper, a third of the
+// start-up time. When the thread cannot come back to our own network
+// namespace (rootless podman: our netns is the host's, owned by a user
+// namespace we have no capabilities in) it is discarded, but only if
+// mayDiscard says that is safe (Request.ThreadMayExit). It returns
+// errNoInProcess when the helper process must do the work instead.
+func openInProcess(netns *os.File, cfg proto.HelperConfig, mayDiscard bool, stderr io.Writer) (*os.File, proto.TapInfo, error) {
+	rejoin := canRejoinOwnNetns()
+	if !rejoin && !mayDiscard {
+		return nil, proto.TapInfo{}, errNoInProcess
 	}
-	ch := make(chan result, 1)
-	go func() {
-		tap, info, err := inNetns(netns, func() (*os.File, proto.TapInfo, error) {
+	tap, info, err := onSpareThread(!rejoin, func() (*os.File, proto.TapInfo, error) {
+		return inNetns(netns, func() (*os.File, proto.TapInfo, error) {
 			return openAndConfigure(cfg, stderr)
 		})
-		if err != nil && !errors.Is(err, errNoInProcess) {
-			// The same prefix as errors reported by the helper process.
-			err = fmt.Errorf("helper: %w", err)
+	})
+	if err != nil && !errors.Is(err, errNoInProcess) {
+		// The same prefix as errors reported by the helper process.
+		err = fmt.Errorf("helper: %w", err)
+	}
+	return tap, info, err
+}
+
+type tapResult struct {
+	tap  *os.File
+	info proto.TapInfo
+	err  error
+}
+
+// onSpareThread runs fn on a new goroutine and waits for it. fn may leave
+// its thread locked (see inNetns), and the runtime then terminates that
+// thread when the goroutine ends (runtime.LockOSThread) — except the main
+// thread, which the runtime cannot end and wedges instead (runtime.mexit:
+// "This is the main thread. Just wedge it."), so it would stay in the
+// target's namespace for our lifetime. With notMain, a goroutine that finds
+// itself on the main thread keeps it locked while a further goroutine,
+// which therefore runs on another thread, calls fn.
+func onSpareThread(notMain bool, fn func() (*os.File, proto.TapInfo, error)) (*os.File, proto.TapInfo, error) {
+	ch := make(chan tapResult, 1)
+	go func() {
+		if notMain {
+			runtime.LockOSThread()
+			if unix.Gettid() == unix.Getpid() {
+				tap, info, err := onSpareThread(true, fn)
+				runtime.UnlockOSThread()
+				ch <- tapResult{tap, info, err}
+				return
+			}
+			// fn locks the thread again: the count must drop to zero for
+			// the thread to go back to the pool.
+			defer runtime.UnlockOSThread()
 		}
-		ch <- result{tap, info, err}
+		tap, info, err := fn()
+		ch <- tapResult{tap, info, err}
 	}()
 	r := <-ch
 	return r.tap, r.info, r.err
@@ -59,11 +94,16 @@ func openInProcess(netns *os.File, cfg proto.HelperConfig, stderr io.Writer) (*o
 
 // inNetns runs fn on this goroutine's thread while it is in netns. If the
 // thread cannot be returned to its own namespace it stays locked, so the
-// runtime discards it when the goroutine ends instead of reusing it.
+// runtime terminates it when the goroutine ends instead of reusing it.
+//
+// Locking first also starts the runtime's template thread (if it is not
+// running yet) while this thread is still in a known-good state: from a
+// locked thread the runtime never clones new threads itself but asks the
+// template thread to (runtime.newm), so no thread is ever created in the
+// target's namespace. Children started with Pdeathsig from this thread
+// would be killed when it ends: fn starts none, and no other goroutine can
+// run on a locked thread.
 func inNetns(netns *os.File, fn func() (*os.File, proto.TapInfo, error)) (*os.File, proto.TapInfo, error) {
-	if !canRejoinOwnNetns() {
-		return nil, proto.TapInfo{}, errNoInProcess
-	}
 	runtime.LockOSThread()
 	orig, err := os.Open("/proc/thread-self/ns/net")
 	if err != nil {
@@ -101,10 +141,9 @@ func openAndConfigure(cfg proto.HelperConfig, stderr io.Writer) (*os.File, proto
 // canRejoinOwnNetns reports whether a thread that leaves our network
 // namespace can come back: only with CAP_SYS_ADMIN in the user namespace
 // that owns it. Rootless podman runs us in its user namespace while our
-// network namespace is the host's: there the thread could not return, and
-// a thread that cannot return must be discarded, which would also fire the
-// parent-death signal of any child started from it. Then the helper process
-// does the work.
+// network namespace is the host's: there the thread cannot return and must
+// be discarded, which would also fire the parent-death signal of any child
+// started from it (prctl(2): the "parent" is the creating thread).
 func canRejoinOwnNetns() bool {
 	netns, err := os.Open("/proc/thread-self/ns/net")
 	if err != nil {

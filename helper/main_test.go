@@ -17,12 +17,19 @@ const printNetnsEnv = "HELPER_TEST_PRINT_NS"
 // /proc/self/exe, which here is this binary.
 func TestMain(m *testing.M) {
 	if os.Getenv(modeEnv) == modeHelper {
+		if os.Getenv(noHelperEnv) == "1" {
+			fmt.Fprintln(os.Stderr, "helper process refused")
+			os.Exit(3)
+		}
 		if os.Getenv(printNetnsEnv) == "1" {
 			os.Exit(printNamespaces())
 		}
 		os.Exit(Main())
 	}
 	// After the helper check: the helper inherits this variable.
+	if probe := os.Getenv(discardProbeEnv); probe != "" {
+		os.Exit(discardProbe(probe))
+	}
 	if pid := os.Getenv(probePIDEnv); pid != "" {
 		os.Exit(probe(pid))
 	}

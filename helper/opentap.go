@@ -33,6 +33,14 @@ type Request struct {
 	Config proto.HelperConfig
 	// Stderr receives the helper's diagnostics; nil means os.Stderr.
 	Stderr io.Writer
+	// ThreadMayExit lets OpenTap open the TAP on one of our threads even
+	// when that thread cannot return to our network namespace: the thread
+	// is then discarded (it exits), which saves the helper process. Set it
+	// only when every child started with Pdeathsig was started from a
+	// thread that stays locked (runtime.LockOSThread) while the child
+	// lives: the kernel sends that signal when the creating *thread* ends
+	// (prctl(2) PR_SET_PDEATHSIG; go.dev/issue/27505).
+	ThreadMayExit bool
 }
 
 // OpenTap runs the helper for req and returns the TAP it opened. The
@@ -46,7 +54,7 @@ func OpenTap(ctx context.Context, req Request) (*os.File, proto.TapInfo, error) 
 	}
 	defer ns.close()
 	if !needsUserns(ns.userns) {
-		tap, info, err := openInProcess(ns.netns, req.Config, stderrOf(req))
+		tap, info, err := openInProcess(ns.netns, req.Config, req.ThreadMayExit, stderrOf(req))
 		if !errors.Is(err, errNoInProcess) {
 			return tap, info, err
 		}

@@ -41,30 +41,27 @@ type engineProc struct {
 // spawnEngine re-executes this binary as the engine. The engine then waits
 // for its configuration (begin); starting it before the helper runs lets
 // the two process start-ups overlap.
+//
+// The caller's goroutine must stay locked to its thread
+// (runtime.LockOSThread) until the engine has been reaped: Pdeathsig is
+// sent when the thread that forked the child ends, not the process
+// (prctl(2); go.dev/issue/27505), and the runtime ends a thread when a
+// goroutine exits locked to it, which helper.OpenTap does on purpose
+// (Request.ThreadMayExit). A locked thread runs no other goroutine, so it
+// cannot be the one discarded.
 func spawnEngine(sandboxed bool, stderr io.Writer) (*engineProc, error) {
 	conn, peer, err := ipc.Pair()
 	if err != nil {
 		return nil, fmt.Errorf("start engine: %w", err)
 	}
-	cmd := exec.Command("/proc/self/exe")
-	cmd.Args = []string{"slirp4netns-engine"}
-	cmd.Env = append(childEnv(), ModeEnv+"="+ModeEngine)
-	if sandboxed {
-		// The sandbox is entered by a constructor before the engine's Go
-		// runtime starts (package sandbox), so it is chosen by environment.
-		cmd.Env = append(cmd.Env, sandbox.SandboxEnv+"=1")
-	}
-	cmd.ExtraFiles = []*os.File{peer} // fd 3
-	cmd.Stderr = stderr
-	// The engine gets its own process group so that a terminal's ^C reaches
-	// only the supervisor, which then shuts the engine down in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		peer.Close()
+	cmd := engineCommand(sandboxed, peer, stderr)
+	err = cmd.Start()
+	// The child has its copy; ours must go so that its death reads as EOF.
+	peer.Close()
+	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("start engine: %w", err)
 	}
-	peer.Close()
 	e := &engineProc{
 		cmd:     cmd,
 		conn:    conn,
@@ -78,13 +75,38 @@ func spawnEngine(sandboxed bool, stderr io.Writer) (*engineProc, error) {
 	return e, nil
 }
 
-// begin hands the engine its link fd and configuration and waits until it
-// reports ready; on failure the engine is killed.
-func (e *engineProc) begin(ctx context.Context, start proto.EngineStart, link *os.File) error {
+// engineCommand is the engine's re-execution of this binary, with the ipc
+// peer as fd 3.
+func engineCommand(sandboxed bool, peer *os.File, stderr io.Writer) *exec.Cmd {
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Args = []string{"slirp4netns-engine"}
+	cmd.Env = append(childEnv(), ModeEnv+"="+ModeEngine)
+	if sandboxed {
+		// The sandbox is entered by a constructor before the engine's Go
+		// runtime starts (package sandbox), so it is chosen by environment.
+		cmd.Env = append(cmd.Env, sandbox.SandboxEnv+"=1")
+	}
+	cmd.ExtraFiles = []*os.File{peer} // fd 3
+	cmd.Stderr = stderr
+	// The engine gets its own process group so that a terminal's ^C reaches
+	// only the supervisor, which then shuts the engine down in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	return cmd
+}
+
+// begin hands the engine its link fd and configuration; the engine then
+// sets up while the caller goes on, and awaitReady waits for it. On
+// failure the engine is killed.
+func (e *engineProc) begin(start proto.EngineStart, link *os.File) error {
 	if err := e.conn.SendBody(ipc.TypeEngineStart, 0, start, link); err != nil {
 		e.kill()
 		return fmt.Errorf("start engine: %w", err)
 	}
+	return nil
+}
+
+// awaitReady waits until the engine reports ready; on failure it is killed.
+func (e *engineProc) awaitReady(ctx context.Context) error {
 	if err := e.waitReady(ctx); err != nil {
 		e.kill()
 		return err

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -89,6 +90,12 @@ func (s *run) main() error {
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
 	defer signal.Stop(sigs)
 
+	// Every child is forked from this goroutine (the engine, the helper
+	// process), and its Pdeathsig fires when the forking thread ends: keep
+	// the thread ours until cleanup has reaped them (spawnEngine), so that
+	// the TAP may be opened on a thread that is then discarded.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	defer s.cleanup()
 	if err := s.start(); err != nil {
 		return err
@@ -118,22 +125,36 @@ func (s *run) start() error {
 	if s.cfg.TargetType == policy.TargetBESS {
 		start.Link = proto.LinkBESS
 	}
-	if err := engine.begin(ctx, start, link); err != nil {
+	if err := engine.begin(start, link); err != nil {
 		return err
-	}
-	s.engine = engine
-	if s.cfg.APISocket != "" {
-		if err := s.startAPI(); err != nil {
-			return err
-		}
 	}
 	if s.cfg.EnableSeccomp {
 		// The supervisor never needs ptrace, mount, kexec, bpf or module
-		// loading; with the engine started it execs nothing more, so the
-		// deny-list (inherited across exec) can go on now.
+		// loading. The engine has been exec'd (spawnEngine returns after
+		// its execve) and the TAP is open, so nothing we still start needs
+		// them and the deny-list (inherited across exec) can go on now,
+		// while the engine sets up, instead of after it is ready.
 		if err := sandbox.ApplyLightSeccomp(); err != nil {
+			engine.kill()
 			return fmt.Errorf("supervisor seccomp: %w", err)
 		}
+	}
+	if s.cfg.APISocket != "" {
+		// Listen while the engine sets up; requests are served (and
+		// queue until then) once it is ready.
+		ln, err := api.Listen(s.cfg.APISocket)
+		if err != nil {
+			engine.kill()
+			return err
+		}
+		s.apiLn = ln
+	}
+	if err := engine.awaitReady(ctx); err != nil {
+		return err
+	}
+	s.engine = engine
+	if s.apiLn != nil {
+		s.serveAPI()
 	}
 	return s.signalReady()
 }
@@ -159,6 +180,10 @@ func (s *run) openLink(ctx context.Context) (*os.File, proto.TapInfo, error) {
 		UsernsPath: usernsPath,
 		NetnsPath:  netnsPath,
 		Stderr:     s.stderr,
+		// Both children that use Pdeathsig, the engine and the helper,
+		// are forked from a thread locked while they live (run.main), so
+		// a thread of ours may be discarded.
+		ThreadMayExit: true,
 		Config: proto.HelperConfig{
 			TapName:        s.cfg.TapName,
 			Configure:      s.cfg.Configure,
@@ -205,19 +230,14 @@ func namespacePaths(cfg policy.Config) (userns, netns string) {
 	return userns, "/proc/" + cfg.Target + "/ns/net"
 }
 
-func (s *run) startAPI() error {
-	ln, err := api.Listen(s.cfg.APISocket)
-	if err != nil {
-		return err
-	}
+// serveAPI serves the API socket s.apiLn with the ready engine.
+func (s *run) serveAPI() {
 	s.api = api.NewServer(s.engine, api.Options{Plan: s.plan, EnableIPv6: s.cfg.EnableIPv6})
-	s.apiLn = ln
 	go func() {
-		if err := s.api.Serve(ln); err != nil {
+		if err := s.api.Serve(s.apiLn); err != nil {
 			fmt.Fprintf(s.stderr, "api: %v\n", err)
 		}
 	}()
-	return nil
 }
 
 // signalReady writes "1" to --ready-fd and closes it, as the C version does.
@@ -339,8 +359,11 @@ func pollExitFD(fd int, done chan<- struct{}) {
 func (s *run) cleanup() {
 	if s.api != nil {
 		s.api.Close()
-		// Serve may not have taken the listener over yet; closing it
-		// again is harmless and removes the socket file either way.
+	}
+	if s.apiLn != nil {
+		// Serve may not have taken the listener over yet (or never ran,
+		// when the engine failed); closing it again is harmless and
+		// removes the socket file either way.
 		s.apiLn.Close()
 	}
 	if s.engine != nil {

@@ -53,6 +53,8 @@ const (
 	clientPortPodman   = 18290
 	clientPortTapFD    = 18291
 	clientPortTapFDHdr = 18292
+	// clientPortPodmanLayout: TestPodmanLayout's forward.
+	clientPortPodmanLayout = 18293
 )
 
 // idRange is a range of subordinate ids.
@@ -719,6 +721,15 @@ func TestClientPodman(t *testing.T) {
 // podmanRuns is how many containers TestClientPodmanSpeed times per binary.
 const podmanRuns = 7
 
+// envPodmanCompare names further slirp4netns binaries (separated by ':')
+// that TestClientPodmanSpeed times in the same interleaved runs, e.g. the
+// build before a change: A/B comparisons on a noisy machine must come from
+// one invocation.
+const envPodmanCompare = "SLIRPTEST_PODMAN_COMPARE"
+
+// envPodmanRuns overrides podmanRuns (1 to 100) for such comparisons.
+const envPodmanRuns = "SLIRPTEST_PODMAN_RUNS"
+
 // TestClientPodmanSpeed: repeated "podman run"s (each starts slirp4netns
 // and waits for its ready-fd) all work with the binary under test, and the
 // medians against the C slirp4netns (~0.2 s here) are logged. The bound is
@@ -730,6 +741,11 @@ func TestClientPodmanSpeed(t *testing.T) {
 	e := newClientEnv(t)
 	p := newPodman(t, e, filepath.Join(e.stage, "slirp4netns"))
 	bins := []string{p.slirp, "/usr/bin/slirp4netns"}
+	for _, b := range filepath.SplitList(os.Getenv(envPodmanCompare)) {
+		if b != "" {
+			bins = append(bins, b)
+		}
+	}
 	times := make([][]time.Duration, len(bins))
 	timed := func(i int) time.Duration {
 		p.setNetworkCmd(t, bins[i])
@@ -737,15 +753,23 @@ func TestClientPodmanSpeed(t *testing.T) {
 		p.run(t, "run", "--rm", "--pull=never", "--network", "slirp4netns", "--dns", "none", podmanImage, "true")
 		return time.Since(start)
 	}
+	runs := podmanRuns
+	if n, err := strconv.Atoi(os.Getenv(envPodmanRuns)); err == nil && n >= 1 && n <= 100 {
+		runs = n
+	}
 	timed(0) // warm-up: podman's first run sets up its pause process and storage
-	for r := range podmanRuns {
-		for _, i := range []int{r % 2, 1 - r%2} { // ABBA: neither always goes first
+	for r := range runs {
+		for k := range bins { // rotated: no binary always goes first
+			i := (k + r) % len(bins)
 			times[i] = append(times[i], timed(i))
 		}
 	}
 	ours, c := median(times[0]), median(times[1])
 	t.Logf("podman run --rm --network slirp4netns ... true, median of %d: %v with %s, %v with the C slirp4netns (all: %v, %v)",
-		podmanRuns, ours, bins[0], c, times[0], times[1])
+		runs, ours, bins[0], c, times[0], times[1])
+	for i := 2; i < len(bins); i++ {
+		t.Logf("  and %v with %s (all: %v)", median(times[i]), bins[i], times[i])
+	}
 	// A -race build sleeps at exit in every process (GORACE atexit_sleep_ms,
 	// which podman's environment for us does not carry): no liveness signal.
 	if ours > 2*c+time.Second && !raceBuild() {
@@ -797,4 +821,169 @@ func httpGetRetry(addr string) string {
 		time.Sleep(200 * time.Millisecond)
 	}
 	return last
+}
+
+// TestPodmanLayout runs us the way rootless podman does, without podman:
+// the supervisor in the container's user namespace (nsenter -U, as root
+// there) while its network namespace stays the outer one, which that user
+// namespace does not own, and "--netns-type=path PATH tap0" without
+// --userns-path. Our binary then opens the TAP on a thread that cannot
+// come back and is discarded: the engine, forked before, must survive it
+// (Pdeathsig fires when the forking thread ends), no thread of ours may be
+// left in the container's namespace, and the guest must reach the outer
+// loopback.
+func TestPodmanLayout(t *testing.T) {
+	t.Parallel()
+	g := StartUserGuest(t)
+	s := StartSlirpWith(t, g, SlirpOptions{
+		Wrapper:    []string{"nsenter", "-U", "-t", strconv.Itoa(g.PID), "--preserve-credentials"},
+		Args:       []string{"--mtu=65520", "--enable-ipv6", "-c", "--netns-type=path"},
+		Positional: []string{g.NetnsPath(), "tap0"},
+		Tap:        "tap0",
+		API:        true,
+	})
+	if out := GuestTool(t, g, "echo", "tcp", hostPort("10.0.2.2", echoPort), "100000"); !strings.Contains(out, "ok") {
+		t.Errorf("echo through 10.0.2.2: %q", out)
+	}
+	if !goImpl() {
+		return // the thread checks are about our processes
+	}
+	outer, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine := enginePID(t, s.PID())
+	for _, pid := range []int{s.PID(), engine} {
+		if st := processState(pid); st == "Z" || st == "" {
+			t.Errorf("process %d is in state %q", pid, st)
+		}
+		for tid, ns := range threadNetns(t, pid) {
+			if ns != outer {
+				t.Errorf("thread %d of process %d is in %s, not in our network namespace %s", tid, pid, ns, outer)
+			}
+		}
+	}
+	AddHostFwd(t, s.APISocket, "tcp", "127.0.0.1", clientPortPodmanLayout, 80)
+	StartGuestServer(t, g, "tcp", "0.0.0.0:80")
+	if got, err := dialPeer(hostPort("127.0.0.1", clientPortPodmanLayout), ""); err != nil || got != "peer=10.0.2.2\n" {
+		t.Errorf("add_hostfwd in podman's layout: %q, %v", got, err)
+	}
+}
+
+// processState is the state letter of pid ("Z": zombie), "" if it is gone.
+func processState(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	_, rest, ok := strings.Cut(string(b), ") ")
+	if !ok || rest == "" {
+		return "?"
+	}
+	return rest[:1]
+}
+
+// threadNetns maps each thread of pid to its network namespace.
+func threadNetns(t *testing.T, pid int) map[int]string {
+	t.Helper()
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatalf("threads of %d: %v", pid, err)
+	}
+	out := make(map[int]string)
+	for _, task := range tasks {
+		tid, _ := strconv.Atoi(task.Name())
+		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/task/%d/ns/net", pid, tid))
+		if err != nil {
+			continue // the thread just ended
+		}
+		out[tid] = ns
+	}
+	return out
+}
+
+// layoutStarts is how many starts TestPodmanLayoutStartup times per binary.
+const layoutStarts = 9
+
+// TestPodmanLayoutStartup starts slirp4netns repeatedly in podman's layout
+// (see TestPodmanLayout) with the flags podman passes, ours and the C
+// slirp4netns interleaved (and the binaries of envPodmanCompare), and logs
+// the medians from exec to the ready-fd. Every start must become ready and
+// exit 0 on the exit-fd; the times are logged, never checked: this shared
+// machine is far too noisy for that (docs/benchmarks.md has measurements).
+func TestPodmanLayoutStartup(t *testing.T) {
+	ours, err := slirpBin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bins := []string{ours, "/usr/bin/slirp4netns"}
+	for _, b := range filepath.SplitList(os.Getenv(envPodmanCompare)) {
+		if b != "" {
+			bins = append(bins, b)
+		}
+	}
+	times := make([][]time.Duration, len(bins))
+	for r := range layoutStarts {
+		for k := range bins { // rotated: no binary always goes first
+			i := (k + r) % len(bins)
+			times[i] = append(times[i], startInPodmanLayout(t, bins[i]))
+		}
+	}
+	for i, b := range bins {
+		t.Logf("start to ready in podman's layout (--enable-sandbox --enable-seccomp --enable-ipv6 -c), median of %d: %v with %s (all: %v)",
+			layoutStarts, median(times[i]), b, times[i])
+	}
+}
+
+// startInPodmanLayout runs bin for a new guest as podman does, returns the
+// time from exec to the ready-fd's "1", and stops it through the exit-fd.
+func startInPodmanLayout(t *testing.T, bin string) time.Duration {
+	t.Helper()
+	g := StartUserGuest(t)
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer readyR.Close()
+	exitR, exitW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer exitW.Close()
+	api := filepath.Join(t.TempDir(), "api.sock")
+	cmd := exec.Command("nsenter", "-U", "-t", strconv.Itoa(g.PID), "--preserve-credentials", bin,
+		"--mtu=65520", "--enable-sandbox", "--enable-seccomp", "--enable-ipv6", "-c", "-e", "3", "-r", "4",
+		"--api-socket", api, "--netns-type=path", g.NetnsPath(), "tap0")
+	cmd.ExtraFiles = []*os.File{exitR, readyW} // fds 3 and 4, as podman passes them
+	out, err := newOutFile(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = out.f, out.f
+	start := time.Now()
+	err = cmd.Start()
+	readyW.Close()
+	exitR.Close()
+	if err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	_ = readyR.SetReadDeadline(time.Now().Add(readyTimeout))
+	b := make([]byte, 1)
+	n, rerr := readyR.Read(b)
+	took := time.Since(start)
+	exitW.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var werr error
+	select {
+	case werr = <-done:
+	case <-time.After(exitTimeout):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("%s did not exit within %v of its exit-fd closing", bin, exitTimeout)
+	}
+	if n != 1 || b[0] != '1' || rerr != nil || werr != nil {
+		t.Fatalf("%s in podman's layout: ready %q (%v), exit %v\n%s", bin, b[:n], rerr, werr, out.String())
+	}
+	return took
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -224,6 +225,10 @@ type SlirpOptions struct {
 	ExtraFiles []*os.File
 	// Env adds KEY=VALUE entries to slirp4netns's environment.
 	Env []string
+	// Wrapper is a command prefix that ends by exec'ing slirp4netns (e.g.
+	// nsenter into a user namespace, as podman runs it), so that the
+	// process started is still slirp4netns itself.
+	Wrapper []string
 }
 
 // Slirp is a running slirp4netns.
@@ -298,6 +303,10 @@ func launchSlirp(t *testing.T, g *Guest, o SlirpOptions) *Slirp {
 	}
 	s.ready, s.exitW = readyR, exitW
 	s.Cmd = exec.Command(bin, args...)
+	if len(o.Wrapper) > 0 {
+		argv := append(append(slices.Clone(o.Wrapper[1:]), bin), args...)
+		s.Cmd = exec.Command(o.Wrapper[0], argv...)
+	}
 	s.Cmd.Env = append(withEnv(os.Environ(), envMark, s.mark), o.Env...)
 	s.Cmd.ExtraFiles = append([]*os.File{readyW, exitR}, o.ExtraFiles...) // fds 3, 4, 5...
 	if o.ReadyFDClosed {

@@ -4,8 +4,10 @@
 package packaging
 
 import (
+	"archive/zip"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io/fs"
 	"maps"
@@ -248,4 +250,267 @@ func shellQuote(words []string) string {
 		q[i] = "'" + strings.ReplaceAll(w, "'", `'\''`) + "'"
 	}
 	return strings.Join(q, " ")
+}
+
+// debFiles are the files the package installs, with their modes.
+var debFiles = map[string]fs.FileMode{
+	"usr/bin/slirp4netns":                               0o755,
+	"usr/share/man/man1/slirp4netns.1.gz":               0o644,
+	"usr/share/bash-completion/completions/slirp4netns": 0o644,
+	"usr/share/zsh/vendor-completions/_slirp4netns":     0o644,
+	"usr/share/doc/slirp4netns-go/copyright":            0o644,
+}
+
+// TestMakeDeb: make deb builds a Debian package (nfpm, packaging/nfpm.yaml)
+// whose contents (dpkg-deb -c) are the binary, the man page, the two
+// completions and the license, with the right modes; whose control fields
+// give our version and stand in for Debian's slirp4netns; and whose
+// binary and man page work once extracted.
+func TestMakeDeb(t *testing.T) {
+	if !makeHasTarget(t, "deb") {
+		t.Fatal("the Makefile has no deb target")
+	}
+	out := t.TempDir()
+	bin := filepath.Join(t.TempDir(), "slirp4netns")
+	runMake(t, "deb", "BIN="+bin, "DEBDIR="+out, "DEBSTAGE="+filepath.Join(t.TempDir(), "stage"))
+	debs, _ := filepath.Glob(filepath.Join(out, "*.deb"))
+	if len(debs) != 1 {
+		t.Fatalf("make deb made %q, want one .deb", debs)
+	}
+	deb := debs[0]
+	checkDebContents(t, deb)
+
+	version := binaryVersion(t, bin)
+	want := map[string]string{
+		"Package":      "slirp4netns-go",
+		"Version":      version,
+		"Architecture": runtimeArch(t),
+		"Provides":     "slirp4netns (= " + version + ")",
+		"Conflicts":    "slirp4netns",
+		"Replaces":     "slirp4netns",
+	}
+	for field, v := range want {
+		if got := dpkgField(t, deb, field); got != v {
+			t.Errorf("%s: %q, want %q", field, got, v)
+		}
+	}
+	if deps := dpkgField(t, deb, "Depends"); !strings.Contains(deps, "libseccomp2") || !strings.Contains(deps, "libc6") {
+		t.Errorf("Depends: %q, want libc6 and libseccomp2", deps)
+	}
+	if want := filepath.Base(deb); want != fmt.Sprintf("slirp4netns-go_%s_%s.deb", version, runtimeArch(t)) {
+		t.Errorf("package file name %s", want)
+	}
+
+	root := t.TempDir()
+	if out, err := exec.Command("dpkg-deb", "-x", deb, root).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-deb -x: %v\n%s", err, out)
+	}
+	if got := binaryVersion(t, filepath.Join(root, "usr/bin/slirp4netns")); got != version {
+		t.Errorf("packaged binary's version %q, want %q", got, version)
+	}
+	renderMan(t, filepath.Join(root, "usr/share/man/man1/slirp4netns.1.gz"))
+}
+
+// checkDebContents compares dpkg-deb -c with debFiles.
+func checkDebContents(t *testing.T, deb string) {
+	t.Helper()
+	listing, err := exec.Command("dpkg-deb", "-c", deb).Output()
+	if err != nil {
+		t.Fatalf("dpkg-deb -c %s: %v", deb, err)
+	}
+	var files []string
+	for line := range strings.Lines(string(listing)) {
+		// drwxr-xr-x root/root 0 2026-01-01 00:00 ./usr/
+		f := strings.Fields(line)
+		if len(f) < 6 || strings.HasPrefix(f[0], "d") {
+			continue
+		}
+		name := strings.TrimPrefix(f[5], "./")
+		files = append(files, name)
+		if owner := f[1]; owner != "root/root" {
+			t.Errorf("%s owned by %s, want root/root", name, owner)
+		}
+		if want, ok := debFiles[name]; ok && f[0] != "-"+want.String()[1:] {
+			t.Errorf("%s: mode %s, want %v", name, f[0], want)
+		}
+	}
+	slices.Sort(files)
+	if want := slices.Sorted(maps.Keys(debFiles)); !slices.Equal(files, want) {
+		t.Errorf("package holds %q, want %q\n%s", files, want, listing)
+	}
+}
+
+// makeHasTarget reports whether the repository's Makefile defines target.
+func makeHasTarget(t *testing.T, target string) bool {
+	t.Helper()
+	mk := readRepo(t, "Makefile")
+	return regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(target) + `:`).MatchString(mk)
+}
+
+// binaryVersion is the version on the first line of bin --version.
+func binaryVersion(t *testing.T, bin string) string {
+	t.Helper()
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil {
+		t.Fatalf("%s --version: %v", bin, err)
+	}
+	first, _, _ := strings.Cut(string(out), "\n")
+	v, ok := strings.CutPrefix(first, "slirp4netns version ")
+	if !ok {
+		t.Fatalf("%s --version: %q", bin, out)
+	}
+	return v
+}
+
+// dpkgField is one control field of a package file.
+func dpkgField(t *testing.T, deb, field string) string {
+	t.Helper()
+	out, err := exec.Command("dpkg-deb", "-f", deb, field).Output()
+	if err != nil {
+		t.Fatalf("dpkg-deb -f %s %s: %v", deb, field, err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// runtimeArch is Debian's name for the architecture we build for.
+func runtimeArch(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("dpkg", "--print-architecture").Output()
+	if err != nil {
+		t.Fatalf("dpkg --print-architecture: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// modulePath is the module's import path (go.mod).
+const modulePath = "github.com/slirp4netns-go/slirp4netns"
+
+// TestGoInstallAtVersion: "go install MODULE/cmd/slirp4netns@VERSION", the
+// way users install a Go command, builds a working binary. The module is
+// not published, so the test serves the repository's files (tracked and
+// new ones, as git lists them) from a file:// module proxy under a version
+// made from their content; dependencies come from the module cache or the
+// usual proxy. It catches what "go install ./cmd/slirp4netns" in the
+// checkout cannot: replace directives, files the module zip leaves out.
+func TestGoInstallAtVersion(t *testing.T) {
+	proxy := t.TempDir()
+	version := writeModuleProxy(t, proxy)
+	t.Cleanup(func() { removeFromModCache(t, modulePath, version) })
+	gobin := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "install", modulePath+"/cmd/slirp4netns@"+version)
+	cmd.Dir = t.TempDir() // outside the module: the proxy's copy is built
+	fallback, err := exec.Command("go", "env", "GOPROXY").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Env = append(os.Environ(), "GOBIN="+gobin, "CGO_ENABLED=1", "GOFLAGS=", "GOWORK=off",
+		"GOPROXY=file://"+proxy+","+strings.TrimSpace(string(fallback)), "GONOSUMDB="+modulePath)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go install %s@%s: %v\n%s", modulePath, version, err, out)
+	}
+	out, err := exec.Command(filepath.Join(gobin, "slirp4netns"), "--version").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "libseccomp: ") {
+		t.Errorf("installed binary --version: %q, %v", out, err)
+	}
+}
+
+// writeModuleProxy lays out a file:// module proxy serving the repository
+// as modulePath at a version derived from the files' content, and returns
+// that version.
+func writeModuleProxy(t *testing.T, proxy string) string {
+	t.Helper()
+	list, err := exec.Command("git", "-C", repo, "ls-files", "-z", "--cached", "--others", "--exclude-standard").Output()
+	if err != nil {
+		t.Fatalf("git ls-files: %v", err)
+	}
+	var files []string
+	for _, f := range strings.Split(string(list), "\x00") {
+		if st, err := os.Lstat(filepath.Join(repo, f)); f != "" && err == nil && st.Mode().IsRegular() {
+			files = append(files, f)
+		}
+	}
+	slices.Sort(files)
+	sum := sha256.New()
+	for _, f := range files {
+		b, err := os.ReadFile(filepath.Join(repo, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(sum, "%s %d\n", f, len(b))
+		sum.Write(b)
+	}
+	// A prerelease named by the content: the shared module cache keeps
+	// what it extracted, so a version must never stand for two contents.
+	version := fmt.Sprintf("v0.0.0-test.%x", sum.Sum(nil)[:6])
+	dir := filepath.Join(proxy, modulePath, "@v")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	gomod := readRepo(t, "go.mod")
+	info := fmt.Sprintf(`{"Version":%q,"Time":"2026-01-01T00:00:00Z"}`, version)
+	for name, content := range map[string]string{"list": version + "\n", version + ".info": info, version + ".mod": gomod} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeModuleZip(t, filepath.Join(dir, version+".zip"), modulePath+"@"+version, files)
+	return version
+}
+
+// writeModuleZip writes the module zip: every file under "path@version/".
+func writeModuleZip(t *testing.T, zipPath, prefix string, files []string) {
+	t.Helper()
+	f, err := os.Create(zipPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zw := zip.NewWriter(f)
+	for _, name := range files {
+		b, err := os.ReadFile(filepath.Join(repo, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := zw.Create(prefix + "/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// removeFromModCache deletes what the go command stored for path@version in
+// the module cache (the extracted tree is read-only), so that test
+// versions do not pile up there.
+func removeFromModCache(t *testing.T, path, version string) {
+	t.Helper()
+	out, err := exec.Command("go", "env", "GOMODCACHE").Output()
+	if err != nil {
+		t.Errorf("go env GOMODCACHE: %v", err)
+		return
+	}
+	cache := strings.TrimSpace(string(out))
+	tree := filepath.Join(cache, path+"@"+version)
+	_ = filepath.WalkDir(tree, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			_ = os.Chmod(p, 0o755)
+		}
+		return nil
+	})
+	if err := os.RemoveAll(tree); err != nil {
+		t.Errorf("remove %s: %v", tree, err)
+	}
+	dl, _ := filepath.Glob(filepath.Join(cache, "cache", "download", path, "@v", version+".*"))
+	for _, f := range dl {
+		if err := os.Remove(f); err != nil {
+			t.Errorf("remove %s: %v", f, err)
+		}
+	}
 }
