@@ -30,12 +30,13 @@ func udpSink(t *testing.T) (netip.AddrPort, *atomic.Int64) {
 	return pc.LocalAddr().(*net.UDPAddr).AddrPort(), &n
 }
 
-// TestUDPGuestBurstNotDroppedByFlowEndpoint sends bursts of 1400-byte
-// datagrams from the guest, as iperf3's pacing does at a high rate, and
-// checks that the flow's gVisor endpoint does not drop any for want of
-// receive buffer while its copy goroutine writes them to the host socket.
-// With gVisor's default 212 KiB buffer this dropped ~1/3 of the datagrams.
-func TestUDPGuestBurstNotDroppedByFlowEndpoint(t *testing.T) {
+// TestUDPGuestBurstForwardedInline sends bursts of 1400-byte datagrams
+// from the guest, as iperf3's pacing does at a high rate, and checks that
+// the engine hands every one to the host socket: nothing queues (and so
+// nothing overflows) between the link and the host socket. The earlier
+// design queued them on a gVisor endpoint per flow, which with gVisor's
+// default 212 KiB buffer dropped ~1/3 of them here.
+func TestUDPGuestBurstForwardedInline(t *testing.T) {
 	const (
 		bursts   = 20
 		perBurst = 400 // 560 kB: more than gVisor's 212 KiB default
@@ -49,64 +50,131 @@ func TestUDPGuestBurstNotDroppedByFlowEndpoint(t *testing.T) {
 	}
 	defer c.Close()
 	payload := make([]byte, size)
-	for i := range bursts {
+	u := tb.eng.udp
+	stats := tb.eng.stack.Stats().UDP
+	for range bursts {
 		for range perBurst {
 			if _, err := c.Write(payload); err != nil {
 				t.Fatal(err)
 			}
 		}
-		// Let the flow drain, as a paced sender's gaps do (bounded: the
-		// sink or the wire may lose a few, which is not what is tested).
-		want := int64((i + 1) * perBurst)
-		for deadline := time.Now().Add(2 * time.Second); received.Load() < want && time.Now().Before(deadline); {
+		// The in-memory wire delivers asynchronously (and drops when its
+		// queue is full, which is not what is tested): wait, bounded,
+		// until the engine has handled what arrived.
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
 			time.Sleep(5 * time.Millisecond)
+			if u.forwarded.Load()+u.dropped.Load() == stats.PacketsReceived.Value() {
+				break
+			}
 		}
 	}
-	udp := tb.eng.stack.Stats().UDP
-	t.Logf("sent %d, host received %d, engine UDP ReceiveBufferErrors %d",
-		bursts*perBurst, received.Load(), udp.ReceiveBufferErrors.Value())
-	if e := udp.ReceiveBufferErrors.Value(); e != 0 {
-		t.Errorf("engine UDP ReceiveBufferErrors = %d, want 0 (flow endpoint receive buffer overflowed)", e)
+	fwd, drop, in := u.forwarded.Load(), u.dropped.Load(), stats.PacketsReceived.Value()
+	t.Logf("sent %d, reached the engine %d, forwarded %d, dropped %d, host received %d", bursts*perBurst, in, fwd, drop, received.Load())
+	if in < bursts*perBurst/2 {
+		t.Fatalf("only %d of %d datagrams reached the engine", in, bursts*perBurst)
+	}
+	if fwd != in || drop != 0 {
+		t.Errorf("engine forwarded %d and dropped %d of the %d datagrams it received, want all forwarded", fwd, drop, in)
+	}
+	if e := stats.ReceiveBufferErrors.Value(); e != 0 {
+		t.Errorf("engine UDP ReceiveBufferErrors = %d, want 0", e)
 	}
 }
 
-// TestUDPBigReceiveBuffersBounded checks that only udpBigFlows flows hold a
-// big receive buffer and that ending flows gives their buffers back.
-func TestUDPBigReceiveBuffersBounded(t *testing.T) {
+// TestUDPFlowHasNoStackEndpoint checks what a flow costs inside the engine:
+// its host socket and a goroutine parked in the poller, but no gVisor
+// endpoint (and so no receive queue) however many flows exist; replies
+// still reach the guest, and the flows end when idle.
+func TestUDPFlowHasNoStackEndpoint(t *testing.T) {
 	srv := udpEchoServer(t)
 	tb := newTestBed(t, policy4Only(), WithUDPIdleTimeout(300*time.Millisecond, 300*time.Millisecond))
 	dst := netip.AddrPortFrom(tb.eng.Plan().Gateway, srv.Port())
-	const flows = udpBigFlows + 4
+	endpoints := len(tb.eng.stack.RegisteredEndpoints())
+	sentBefore := tb.eng.stack.Stats().UDP.PacketsSent.Value()
+	const flows = 8
 	for i := range flows {
 		c, err := tb.dialUDP(dst)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		c.Write([]byte("hi"))
+		if _, err := c.Write([]byte("hi")); err != nil {
+			t.Fatal(err)
+		}
 		c.SetReadDeadline(time.Now().Add(2 * time.Second))
 		if _, err := c.Read(make([]byte, 10)); err != nil {
 			t.Fatalf("flow %d: %v", i, err)
 		}
 	}
 	u := tb.eng.udp
-	u.mu.Lock()
-	big, n := u.big, len(u.flows)
-	marked := 0
-	for _, f := range u.flows {
-		if f.big {
-			marked++
-		}
+	if n := u.count(); n != flows {
+		t.Fatalf("%d flows, want %d", n, flows)
 	}
-	u.mu.Unlock()
-	if n != flows || big != udpBigFlows || marked != udpBigFlows {
-		t.Fatalf("flows %d, big %d, marked big %d; want %d, %d, %d", n, big, marked, flows, udpBigFlows, udpBigFlows)
+	if n := len(tb.eng.stack.RegisteredEndpoints()); n != endpoints {
+		t.Errorf("stack endpoints %d with %d flows, want %d as before", n, flows, endpoints)
+	}
+	if sent := tb.eng.stack.Stats().UDP.PacketsSent.Value() - sentBefore; sent != flows {
+		t.Errorf("engine sent %d datagrams to the guest, want %d", sent, flows)
 	}
 	eventually(t, 5*time.Second, "UDP flow expiry", func() bool { return u.count() == 0 })
-	u.mu.Lock()
-	big = u.big
-	u.mu.Unlock()
-	if big != 0 {
-		t.Fatalf("big = %d after every flow ended, want 0", big)
+}
+
+// udpEchoServerOn echoes datagrams on addr (an IPv4 or IPv6 loopback).
+func udpEchoServerOn(t *testing.T, addr string) netip.AddrPort {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, maxDatagram)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+	return pc.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// TestUDPLargeDatagramsBothFamilies sends datagrams larger than the MTU
+// (fragmented by the guest, reassembled by the engine's stack into a
+// packet of several buffers, which forward writes with one sendmsg) and an
+// empty one over IPv4 and IPv6, and checks that the echoes (fragmented on
+// the way back by the engine's IP layer) arrive intact.
+func TestUDPLargeDatagramsBothFamilies(t *testing.T) {
+	tb := newTestBed(t, testConfig())
+	srv4 := udpEchoServerOn(t, "127.0.0.1:0")
+	srv6 := udpEchoServerOn(t, "[::1]:0")
+	for _, dst := range []netip.AddrPort{
+		netip.AddrPortFrom(tb.eng.Plan().Gateway, srv4.Port()),
+		netip.AddrPortFrom(tb.eng.Plan().Gateway6, srv6.Port()),
+	} {
+		c, err := tb.dialUDP(dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		for _, size := range []int{8000, 0, 1400, 30000} {
+			msg := make([]byte, size)
+			for i := range msg {
+				msg[i] = byte(i*7 + size)
+			}
+			if _, err := c.Write(msg); err != nil {
+				t.Fatalf("%s: write %d bytes: %v", dst, size, err)
+			}
+			buf := make([]byte, maxDatagram)
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, err := c.Read(buf)
+			if err != nil {
+				t.Fatalf("%s: echo of %d bytes: %v", dst, size, err)
+			}
+			if string(buf[:n]) != string(msg) {
+				t.Fatalf("%s: echo of %d bytes came back as %d different bytes", dst, size, n)
+			}
+		}
 	}
 }

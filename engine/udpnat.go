@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -9,11 +10,15 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
-	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/slirp4netns-go/slirp4netns/policy"
 )
@@ -24,105 +29,150 @@ const maxDatagram = 65535
 // dnsPort gets the shorter idle timeout: a DNS exchange is one round trip.
 const dnsPort = 53
 
-// Receive buffers of the flows' gVisor endpoints, which queue the guest's
-// datagrams between the link reader (which delivers them inline) and the
-// flow's copy goroutine. gVisor's default, 212 KiB, holds ~3.5 ms of a
-// 500 Mbit/s stream of 1400-byte datagrams; a copy goroutine kept off a CPU
-// longer than that on a busy machine made the endpoint drop (netbench
-// "UDP guest->host @500M" lost 0.6-4.4 % where the C slirp4netns, which
-// sends synchronously, lost 0.2 %; TestUDPGuestBurstNotDroppedByFlowEndpoint
-// shows the drops in gVisor's UDP.ReceiveBufferErrors). The first
-// udpBigFlows live flows get udpBigRcvBuf; later ones keep the default, so
-// the table's worst case grows by at most udpBigFlows*udpBigRcvBuf (32 MiB
-// of payload; gVisor counts payload only, and each queued datagram also pins
-// its link buffer, 2 KiB for a 1400-byte one) however many flows exist. The
-// buffer is a limit, not an allocation: idle flows cost nothing extra.
-const (
-	udpBigRcvBuf = 1 << 20
-	udpBigFlows  = 32
-)
+// udpMaxIovecs bounds the views of one guest datagram written in a single
+// sendmsg; a datagram in more pieces (a reassembled one) is copied first.
+const udpMaxIovecs = 16
+
+// recvBufs holds the buffers host datagrams are read into. A flow takes one
+// only while its socket is readable, so idle flows hold no buffer.
+var recvBufs = sync.Pool{New: func() any {
+	b := make([]byte, maxDatagram)
+	return &b
+}}
 
 // udpNAT turns each guest UDP flow (guest addr:port → dst:port) into a
 // connected host UDP socket, until the flow has been idle for a while.
+//
+// Guest datagrams are not queued anywhere: the stack hands every UDP packet
+// that no gVisor endpoint claims (DNS and DHCP have their own) to
+// handlePacket on the link's reader goroutine, which writes it to the
+// flow's host socket at once, as the C slirp4netns does. An earlier design
+// queued them on a gVisor UDP endpoint per flow, read by a copy goroutine:
+// under load that goroutine was off a CPU long enough for the endpoint to
+// overflow (netbench lost 0.6-4.4 % at 500 Mbit/s where C lost 0.2 %), and
+// each flow held two 64 KiB buffers and two goroutines. Now a flow is a
+// host socket, a route back to the guest and one goroutine parked in the
+// poller for the host's answers, which are written to the guest as packets
+// built here.
 type udpNAT struct {
 	e *Engine
 
 	mu     sync.Mutex
 	closed bool
 	flows  map[stack.TransportEndpointID]*udpFlow
-	big    int // live flows holding a udpBigRcvBuf receive buffer
+
+	// Counters for tests: datagrams written to host sockets, and those
+	// dropped because a host socket refused them for want of room.
+	forwarded, dropped atomic.Uint64
 }
 
 // udpFlow is one guest UDP flow and its host socket.
 type udpFlow struct {
-	id    stack.TransportEndpointID
-	guest *gonet.UDPConn
+	id    stack.TransportEndpointID // local: the destination the guest used
 	host  *net.UDPConn
+	rc    syscall.RawConn
+	route *stack.Route // from id.LocalAddress to the guest
 	idle  time.Duration
 	last  atomicTime
 	once  sync.Once
-	big   bool // holds one of the udpBigFlows big receive buffers
 }
 
 func newUDPNAT(e *Engine) *udpNAT {
 	u := &udpNAT{e: e, flows: make(map[stack.TransportEndpointID]*udpFlow)}
-	fwd := udp.NewForwarder(e.stack, u.handle)
-	e.stack.SetTransportProtocolHandler(udp.ProtocolNumber, fwd.HandlePacket)
+	e.stack.SetTransportProtocolHandler(udp.ProtocolNumber, u.handlePacket)
 	return u
 }
 
-// handle is called in the packet path for the first datagram of a flow (no
-// endpoint matched it). Returning false makes the stack answer with ICMP
-// port unreachable, which is what a refused destination deserves.
-func (u *udpNAT) handle(r *udp.ForwarderRequest) bool {
-	id := r.ID()
+// handlePacket is the stack's handler for guest UDP packets that no
+// endpoint claimed; it runs inline in the packet path. Returning false
+// makes the stack answer with ICMP port unreachable, which is what a
+// refused destination deserves.
+func (u *udpNAT) handlePacket(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
+	if !validUDP(pkt) {
+		u.e.stack.Stats().UDP.MalformedPacketsReceived.Increment()
+		return true
+	}
+	u.e.stack.Stats().UDP.PacketsReceived.Increment()
+	f := u.lookup(id)
+	if f == nil {
+		var refused bool
+		if f, refused = u.open(id, pkt.NetworkProtocolNumber); refused {
+			return false
+		}
+		if f == nil {
+			return true // table full or shutting down: dropped
+		}
+	}
+	u.forward(f, pkt)
+	return true
+}
+
+// validUDP checks the UDP length and, unless the link vouched for it, the
+// checksum (the stack has parsed the header and trimmed the payload).
+func validUDP(pkt *stack.PacketBuffer) bool {
+	hdr := header.UDP(pkt.TransportHeader().Slice())
+	if len(hdr) < header.UDPMinimumSize || pkt.Data().Size() > math.MaxUint16-header.UDPMinimumSize {
+		return false
+	}
+	nh := pkt.Network()
+	lengthOK, csumOK := header.UDPValid(hdr, func() uint16 { return pkt.Data().Checksum() },
+		uint16(pkt.Data().Size()), pkt.NetworkProtocolNumber,
+		nh.SourceAddress(), nh.DestinationAddress(), pkt.RXChecksumValidated)
+	return lengthOK && csumOK
+}
+
+func (u *udpNAT) lookup(id stack.TransportEndpointID) *udpFlow {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.flows[id]
+}
+
+// open starts a flow for the first datagram of id. It returns refused when
+// the destination is not allowed or cannot be reached (the guest gets port
+// unreachable), and a nil flow without refused when the datagram is to be
+// dropped silently.
+func (u *udpNAT) open(id stack.TransportEndpointID, netProto tcpip.NetworkProtocolNumber) (f *udpFlow, refused bool) {
 	target, err := policy.OutboundTarget(u.e.plan, u.e.cfg, netipAddr(id.LocalAddress))
 	if err != nil {
-		return false
+		return nil, true
 	}
 	u.mu.Lock()
 	full := len(u.flows) >= u.e.opts.maxUDPFlows
 	closed := u.closed
 	u.mu.Unlock()
 	if closed {
-		return true
+		return nil, false
 	}
 	if full {
 		u.e.stats.UDPFlowsDropped.Add(1)
-		return true
+		return nil, false
 	}
 	host, err := u.dial(target, id.LocalPort)
 	if err != nil {
-		return false // e.g. no route: the guest gets port unreachable
+		return nil, true // e.g. no route
 	}
-	var wq waiter.Queue
-	ep, terr := r.CreateEndpoint(&wq)
+	rc, err := host.SyscallConn()
+	if err != nil {
+		host.Close()
+		return nil, false
+	}
+	route, terr := u.e.stack.FindRoute(nicID, id.LocalAddress, id.RemoteAddress, netProto, false)
 	if terr != nil {
 		host.Close()
-		return true
+		return nil, false
 	}
-	f := &udpFlow{
-		id:    id,
-		guest: gonet.NewUDPConn(&wq, ep),
-		host:  host,
-		idle:  u.e.opts.udpIdle,
-	}
+	f = &udpFlow{id: id, host: host, rc: rc, route: route, idle: u.e.opts.udpIdle}
 	if id.LocalPort == dnsPort || id.RemotePort == dnsPort {
 		f.idle = u.e.opts.dnsIdle
 	}
 	f.last.touch()
 	if !u.add(f) {
 		f.close()
-		return true
+		route.Release()
+		return nil, false
 	}
-	if f.big {
-		// Raised after add so a refused flow never held a big buffer.
-		ep.SocketOptions().SetReceiveBufferSize(udpBigRcvBuf, true)
-	}
-	// The first datagram is already queued on the new endpoint.
-	u.e.goFunc(func() { u.guestToHost(f) })
 	u.e.goFunc(func() { u.hostToGuest(f) })
-	return true
+	return f, false
 }
 
 // dial opens the connected host socket of a flow.
@@ -140,11 +190,10 @@ func (u *udpNAT) add(f *udpFlow) bool {
 	if u.closed {
 		return false
 	}
-	u.flows[f.id] = f
-	if u.big < udpBigFlows {
-		u.big++
-		f.big = true
+	if _, dup := u.flows[f.id]; dup {
+		return false // a concurrent first datagram won: drop this one
 	}
+	u.flows[f.id] = f
 	return true
 }
 
@@ -153,9 +202,6 @@ func (u *udpNAT) end(f *udpFlow) {
 	u.mu.Lock()
 	if u.flows[f.id] == f {
 		delete(u.flows, f.id)
-		if f.big {
-			u.big--
-		}
 	}
 	u.mu.Unlock()
 	f.close()
@@ -166,7 +212,6 @@ func (u *udpNAT) closeAll() {
 	u.closed = true
 	flows := u.flows
 	u.flows = map[stack.TransportEndpointID]*udpFlow{}
-	u.big = 0
 	u.mu.Unlock()
 	for _, f := range flows {
 		f.close()
@@ -180,55 +225,146 @@ func (u *udpNAT) count() int {
 	return len(u.flows)
 }
 
+// close closes the flow's host socket, which ends its hostToGuest; that
+// goroutine, the route's only user, releases the route.
 func (f *udpFlow) close() {
-	f.once.Do(func() {
-		f.guest.Close()
-		f.host.Close()
-	})
+	f.once.Do(func() { f.host.Close() })
 }
 
-// guestToHost relays the guest's datagrams until the flow ends (hostToGuest
-// decides when it is idle and closes both sockets).
-func (u *udpNAT) guestToHost(f *udpFlow) {
-	defer u.end(f)
-	buf := make([]byte, maxDatagram)
-	for {
-		n, err := f.guest.Read(buf)
-		if err != nil {
-			return
+// forward writes the guest datagram in pkt to the flow's host socket, in
+// one non-blocking sendmsg from the packet's own buffers. A full socket
+// drops it (UDP may lose datagrams; blocking would stall the guest link).
+func (u *udpNAT) forward(f *udpFlow, pkt *stack.PacketBuffer) {
+	f.last.touch()
+	data := pkt.Data().ToBuffer()
+	defer data.Release()
+	var iovs [udpMaxIovecs]unix.Iovec
+	iov := iovs[:0]
+	data.SubApply(0, int(data.Size()), func(v *buffer.View) {
+		if b := v.AsSlice(); len(b) > 0 && len(iov) < cap(iov) {
+			iov = append(iov, unix.Iovec{Base: &b[0]})
+			iov[len(iov)-1].SetLen(len(b))
 		}
-		f.last.touch()
-		if _, err := f.host.Write(buf[:n]); err != nil {
-			if errors.Is(err, syscall.ECONNREFUSED) {
-				u.e.ping.portUnreachable(f.id)
-			}
-			return
+	})
+	var flat []byte
+	if sum := iovLen(iov); sum != int(data.Size()) {
+		flat = data.Flatten()
+		iov = append(iov[:0], unix.Iovec{Base: &flat[0]})
+		iov[0].SetLen(len(flat))
+	}
+	var errno syscall.Errno
+	err := f.rc.Control(func(fd uintptr) { errno = sendmsg(fd, iov) })
+	switch {
+	case err != nil:
+		u.end(f) // closed under us
+	case errno == 0:
+		u.forwarded.Add(1)
+	case errno == unix.EAGAIN || errno == unix.ENOBUFS:
+		u.dropped.Add(1)
+	case errno == unix.ECONNREFUSED:
+		// An earlier datagram drew a port unreachable from the host.
+		u.e.ping.portUnreachable(f.id)
+		u.end(f)
+	default:
+		u.end(f)
+	}
+}
+
+func iovLen(iov []unix.Iovec) int {
+	n := 0
+	for _, v := range iov {
+		n += int(v.Len)
+	}
+	return n
+}
+
+// sendmsg sends one datagram from iov on the non-blocking socket fd. A
+// RawSyscall: it never blocks (see link's rxState.readv for why that
+// matters), and on loopback the receiver's side runs inside it, as it
+// would in the C slirp4netns's single thread.
+func sendmsg(fd uintptr, iov []unix.Iovec) syscall.Errno {
+	var msg unix.Msghdr
+	if len(iov) > 0 {
+		msg.Iov = &iov[0]
+		msg.SetIovlen(len(iov))
+	}
+	for {
+		_, _, errno := unix.RawSyscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		if errno != unix.EINTR {
+			return errno
 		}
 	}
 }
 
 // hostToGuest relays the host's answers until the flow is idle for its
-// timeout (checked here: this side always has a read pending).
+// timeout (checked here: this side always has a read pending), then ends
+// the flow.
 func (u *udpNAT) hostToGuest(f *udpFlow) {
+	defer f.route.Release()
 	defer u.end(f)
-	buf := make([]byte, maxDatagram)
 	for {
 		f.host.SetReadDeadline(f.last.get().Add(f.idle))
-		n, err := f.host.Read(buf)
-		if err != nil {
+		var errno syscall.Errno
+		err := f.rc.Read(func(fd uintptr) bool {
+			bp := recvBufs.Get().(*[]byte)
+			defer recvBufs.Put(bp)
+			n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&(*bp)[0])), uintptr(len(*bp)), unix.MSG_DONTWAIT, 0, 0)
+			if e == unix.EAGAIN {
+				return false
+			}
+			if e == 0 {
+				f.last.touch()
+				u.toGuest(f, (*bp)[:n])
+			}
+			errno = e
+			return true
+		})
+		switch {
+		case err != nil:
 			if isTimeout(err) && !f.last.idleFor(f.idle) {
 				continue
 			}
-			if errors.Is(err, syscall.ECONNREFUSED) {
-				u.e.ping.portUnreachable(f.id)
-			}
 			return
-		}
-		f.last.touch()
-		if _, err := f.guest.Write(buf[:n]); err != nil {
+		case errno == unix.EINTR:
+			continue
+		case errno == unix.ECONNREFUSED:
+			u.e.ping.portUnreachable(f.id)
+			return
+		case errno != 0:
 			return
 		}
 	}
+}
+
+// toGuest sends payload to the guest as a UDP datagram from the flow's
+// destination, through the stack's IP layer (which fragments it if it
+// exceeds the MTU).
+func (u *udpNAT) toGuest(f *udpFlow, payload []byte) {
+	r := f.route
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{
+		ReserveHeaderBytes: header.UDPMinimumSize + int(r.MaxHeaderLength()),
+		Payload:            buffer.MakeWithData(payload),
+	})
+	defer pkt.DecRef()
+	h := header.UDP(pkt.TransportHeader().Push(header.UDPMinimumSize))
+	pkt.TransportProtocolNumber = header.UDPProtocolNumber
+	length := uint16(pkt.Size())
+	h.Encode(&header.UDPFields{SrcPort: f.id.LocalPort, DstPort: f.id.RemotePort, Length: length})
+	if r.RequiresTXTransportChecksum() {
+		xsum := h.CalculateChecksum(checksum.Combine(
+			header.PseudoHeaderChecksum(header.UDPProtocolNumber, r.LocalAddress(), r.RemoteAddress(), length),
+			pkt.Data().Checksum()))
+		// A computed zero is sent as all ones (RFC 768).
+		if xsum != math.MaxUint16 {
+			xsum = ^xsum
+		}
+		h.SetChecksum(xsum)
+	}
+	if err := r.WritePacket(stack.NetworkHeaderParams{Protocol: header.UDPProtocolNumber, TTL: r.DefaultTTL()}, pkt); err != nil {
+		u.e.stack.Stats().UDP.PacketSendErrors.Increment()
+		return
+	}
+	u.e.stack.Stats().UDP.PacketsSent.Increment()
 }
 
 // isTimeout reports whether err is a deadline expiry.
