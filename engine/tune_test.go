@@ -73,3 +73,11 @@ func TestTrimHeapReturnsFreePages(t *testing.T) {
 		t.Fatalf("%d KiB of free heap still held after the trim", held>>10)
 	}
 }
+
+func TestEngineProcs(t *testing.T) {
+	for _, tc := range []struct{ ncpu, want int }{{1, 1}, {2, 1}, {3, 1}, {4, 2}, {16, 8}} {
+		if got := engineProcs(tc.ncpu); got != tc.want {
+			t.Errorf("engineProcs(%d) = %d, want %d", tc.ncpu, got, tc.want)
+		}
+	}
+}
