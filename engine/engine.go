@@ -204,7 +204,8 @@ func New(cfg policy.Config, ep stack.LinkEndpoint, opts ...Option) (*Engine, err
 	e.pool = newWorkerPool(ctx, &e.wg)
 	e.stack = newStack()
 	e.ping = newPinger(e)
-	if err := configureNIC(e.stack, cfg, plan, o.congestion, newGuard(ep, e)); err != nil {
+	held := newHeldLink(ep)
+	if err := configureNIC(e.stack, cfg, plan, o.congestion, newGuard(held, e)); err != nil {
 		cancel()
 		e.stack.Close()
 		return nil, fmt.Errorf("engine: %w", err)
@@ -217,6 +218,7 @@ func New(cfg policy.Config, ep stack.LinkEndpoint, opts ...Option) (*Engine, err
 			return nil, fmt.Errorf("engine: %w", err)
 		}
 	}
+	held.release() // everything that serves the guest is in place
 	return e, nil
 }
 

@@ -95,36 +95,14 @@ func engineCommand(sandboxed bool, peer *os.File, stderr io.Writer) *exec.Cmd {
 }
 
 // begin hands the engine its link fd and configuration; the engine then
-// sets up while the caller goes on, and awaitReady waits for it. On
-// failure the engine is killed.
+// sets up while the caller goes on, and reports on e.ready (run.wait
+// watches it). On failure the engine is killed.
 func (e *engineProc) begin(start proto.EngineStart, link *os.File) error {
 	if err := e.conn.SendBody(ipc.TypeEngineStart, 0, start, link); err != nil {
 		e.kill()
 		return fmt.Errorf("start engine: %w", err)
 	}
 	return nil
-}
-
-// awaitReady waits until the engine reports ready; on failure it is killed.
-func (e *engineProc) awaitReady(ctx context.Context) error {
-	if err := e.waitReady(ctx); err != nil {
-		e.kill()
-		return err
-	}
-	return nil
-}
-
-func (e *engineProc) waitReady(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, engineReadyTimeout)
-	defer cancel()
-	select {
-	case err := <-e.ready:
-		return err
-	case <-e.done:
-		return fmt.Errorf("engine exited before it was ready: %w", e.exitReason())
-	case <-ctx.Done():
-		return fmt.Errorf("engine not ready: %w", ctx.Err())
-	}
 }
 
 // readLoop dispatches the engine's messages until the connection ends.
