@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/slirp4netns-go/slirp4netns/ipc/proto"
 	"github.com/slirp4netns-go/slirp4netns/policy"
@@ -27,53 +28,60 @@ func configure(name string, cfg proto.HelperConfig, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("configure: %w", err)
 	}
-	if err := linkUp("lo"); err != nil {
+	// One netlink socket for every step (the package-level functions open
+	// one per call); it is opened in this thread's network namespace.
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("configure: netlink: %w", err)
+	}
+	defer h.Close()
+	if err := linkUp(h, "lo"); err != nil {
 		return err
 	}
-	link, err := netlink.LinkByName(name)
+	link, err := h.LinkByName(name)
 	if err != nil {
 		return fmt.Errorf("configure: find link %q: %w", name, err)
 	}
-	if err := setLinkParams(link, cfg); err != nil {
+	if err := setLinkParams(h, link, cfg); err != nil {
 		return err
 	}
 	addr := &netlink.Addr{IPNet: &net.IPNet{IP: plan.Guest.AsSlice(), Mask: plan.Netmask}}
-	if err := netlink.AddrReplace(link, addr); err != nil {
+	if err := h.AddrReplace(link, addr); err != nil {
 		return fmt.Errorf("configure: set address %s on %q: %w", addr.IPNet, name, err)
 	}
 	if cfg.EnableIPv6 {
 		acceptRA(name, stderr)
 	}
-	if err := netlink.LinkSetUp(link); err != nil {
+	if err := h.LinkSetUp(link); err != nil {
 		return fmt.Errorf("configure: set %q up: %w", name, err)
 	}
 	route := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: plan.Gateway.AsSlice()}
 	// Append, not add: a guest that already has a default route gets a
 	// second one, as with the C version (whose ioctl(SIOCADDRT) appends),
 	// instead of failing with "file exists".
-	if err := netlink.RouteAppend(route); err != nil {
+	if err := h.RouteAppend(route); err != nil {
 		return fmt.Errorf("configure: add default route via %s: %w", plan.Gateway, err)
 	}
 	return nil
 }
 
 // linkUp brings the named link up.
-func linkUp(name string) error {
-	link, err := netlink.LinkByName(name)
+func linkUp(h *netlink.Handle, name string) error {
+	link, err := h.LinkByName(name)
 	if err != nil {
 		return fmt.Errorf("configure: find link %q: %w", name, err)
 	}
-	if err := netlink.LinkSetUp(link); err != nil {
+	if err := h.LinkSetUp(link); err != nil {
 		return fmt.Errorf("configure: set %q up: %w", name, err)
 	}
 	return nil
 }
 
 // setLinkParams sets the TAP's MTU and, when asked, its MAC address.
-func setLinkParams(link netlink.Link, cfg proto.HelperConfig) error {
+func setLinkParams(h *netlink.Handle, link netlink.Link, cfg proto.HelperConfig) error {
 	name := link.Attrs().Name
 	if cfg.MTU > 0 {
-		if err := netlink.LinkSetMTU(link, cfg.MTU); err != nil {
+		if err := h.LinkSetMTU(link, cfg.MTU); err != nil {
 			return fmt.Errorf("configure: set MTU %d on %q: %w", cfg.MTU, name, err)
 		}
 	}
@@ -84,7 +92,7 @@ func setLinkParams(link netlink.Link, cfg proto.HelperConfig) error {
 	if err != nil {
 		return fmt.Errorf("configure: MAC address %q: %w", cfg.MACAddress, err)
 	}
-	if err := netlink.LinkSetHardwareAddr(link, hw); err != nil {
+	if err := h.LinkSetHardwareAddr(link, hw); err != nil {
 		return fmt.Errorf("configure: set MAC %s on %q: %w", hw, name, err)
 	}
 	return nil

@@ -106,14 +106,8 @@ func (s *run) main() error {
 // start brings everything up in the order the C slirp4netns does, and
 // writes the ready fd last.
 func (s *run) start() error {
-	ctx := context.Background()
-	engine, err := spawnEngine(s.cfg.EnableSandbox, s.stderr)
+	engine, link, tap, err := s.spawnAndOpen(context.Background())
 	if err != nil {
-		return err
-	}
-	link, tap, err := s.openLink(ctx)
-	if err != nil {
-		engine.kill()
 		return err
 	}
 	defer link.Close()
@@ -161,6 +155,37 @@ func (s *run) start() error {
 		s.serveAPI()
 	}
 	return s.signalReady()
+}
+
+// spawnAndOpen starts the engine process and opens the link at the same
+// time: the engine's fork and exec (on this goroutine, whose thread is
+// locked: see run.main) overlap the TAP's opening and configuration (on
+// another goroutine, whose thread may be discarded), both on the way to
+// --ready-fd. On failure nothing is left running or open.
+func (s *run) spawnAndOpen(ctx context.Context) (*engineProc, *os.File, proto.TapInfo, error) {
+	type opened struct {
+		f   *os.File
+		tap proto.TapInfo
+		err error
+	}
+	ch := make(chan opened, 1)
+	go func() {
+		f, tap, err := s.openLink(ctx)
+		ch <- opened{f, tap, err}
+	}()
+	engine, err := spawnEngine(s.cfg.EnableSandbox, s.stderr)
+	o := <-ch
+	switch {
+	case err != nil:
+		if o.f != nil {
+			o.f.Close()
+		}
+		return nil, nil, proto.TapInfo{}, err
+	case o.err != nil:
+		engine.kill()
+		return nil, nil, proto.TapInfo{}, o.err
+	}
+	return engine, o.f, o.tap, nil
 }
 
 // openLink produces the link fd for the engine: a TAP opened by the helper
