@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"io"
 	"net"
 	"net/netip"
@@ -261,8 +262,9 @@ func udpEchoCounter(t *testing.T) (netip.AddrPort, *atomic.Int64) {
 	return pc.LocalAddr().(*net.UDPAddr).AddrPort(), &n
 }
 
-// udpDatagram4 is a UDP header and payload with a correct checksum.
-func udpDatagram4(src, dst netip.AddrPort, payload []byte) []byte {
+// udpDatagram is a UDP header and payload with a correct checksum (IPv4
+// or IPv6: the pseudo-header takes either).
+func udpDatagram(src, dst netip.AddrPort, payload []byte) []byte {
 	b := make([]byte, header.UDPMinimumSize+len(payload))
 	h := header.UDP(b)
 	h.Encode(&header.UDPFields{SrcPort: src.Port(), DstPort: dst.Port(), Length: uint16(len(b))})
@@ -314,7 +316,7 @@ func TestOverlappingFragments(t *testing.T) {
 	src := netip.AddrPortFrom(guest4, 33333)
 	dst := netip.AddrPortFrom(gw4, srv.Port())
 	payload := bytes.Repeat([]byte("overlap!"), 250) // 2000 bytes
-	dgram := udpDatagram4(src, dst, payload)
+	dgram := udpDatagram(src, dst, payload)
 	send := func(id uint16, off int, more bool, part []byte) {
 		inject(ep, header.IPv4ProtocolNumber, fragment4(src.Addr(), dst.Addr(), id, off, more, part))
 	}
@@ -337,6 +339,69 @@ func TestOverlappingFragments(t *testing.T) {
 
 	eventually(t, 10*time.Second, "the well-formed datagram reaches the host", func() bool { return count.Load() >= 1 })
 	// Give anything wrongly reassembled the same chance to arrive.
+	time.Sleep(200 * time.Millisecond)
+	if n := count.Load(); n != 1 {
+		t.Fatalf("host received %d datagrams, want only the well-formed one", n)
+	}
+}
+
+// fragment6 is one IPv6 fragment (a Fragment extension header, then part,
+// which starts at byte off of the fragmentable part) of a UDP datagram.
+func fragment6(src, dst netip.Addr, id uint32, off int, more bool, part []byte) []byte {
+	b := make([]byte, header.IPv6FragmentHeaderSize+len(part))
+	b[0] = uint8(header.UDPProtocolNumber)
+	offFlags := uint16(off)
+	if more {
+		offFlags |= 1
+	}
+	binary.BigEndian.PutUint16(b[2:], offFlags)
+	binary.BigEndian.PutUint32(b[4:], id)
+	copy(b[header.IPv6FragmentHeaderSize:], part)
+	return ipv6Packet(src, dst, header.IPv6FragmentHeader, 64, b)
+}
+
+// TestOverlappingFragments6: the IPv6 counterpart; RFC 5722 says a
+// datagram with overlapping fragments is dropped whole.
+func TestOverlappingFragments6(t *testing.T) {
+	noLeaks(t)
+	pc, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var count atomic.Int64
+	done := make(chan struct{})
+	defer func() { pc.Close(); <-done }()
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65535)
+		for {
+			if _, _, err := pc.ReadFromUDPAddrPort(buf); err != nil {
+				return
+			}
+			count.Add(1)
+		}
+	}()
+	_, ep := bareEngine(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	drainOut(ctx, ep)
+
+	src := netip.AddrPortFrom(netip.MustParseAddr("fd00::100"), 33333)
+	dst := netip.AddrPortFrom(netip.MustParseAddr("fd00::2"), pc.LocalAddr().(*net.UDPAddr).AddrPort().Port())
+	payload := bytes.Repeat([]byte("overlap6"), 250)
+	dgram := udpDatagram(src, dst, payload)
+	send := func(id uint32, off int, more bool, part []byte) {
+		inject(ep, header.IPv6ProtocolNumber, fragment6(src.Addr(), dst.Addr(), id, off, more, part))
+	}
+	send(1, 0, true, dgram[:1280])
+	send(1, 1000, false, bytes.Repeat([]byte{0xEE}, len(dgram)-1000))
+	for id := range uint32(2000) {
+		send(1000+id, 0, true, dgram[:1280])
+	}
+	send(9, 0, true, dgram[:1280])
+	send(9, 1280, false, dgram[1280:])
+
+	eventually(t, 10*time.Second, "the well-formed datagram reaches the host", func() bool { return count.Load() >= 1 })
 	time.Sleep(200 * time.Millisecond)
 	if n := count.Load(); n != 1 {
 		t.Fatalf("host received %d datagrams, want only the well-formed one", n)
