@@ -44,6 +44,9 @@ type Options struct {
 	DisableDNS bool
 	// LeaseTime is the lease duration; default DefaultLeaseTime.
 	LeaseTime time.Duration
+	// Bound, if set, is called once the service's sockets are bound, so
+	// that the engine attaches its link only when the service can answer.
+	Bound func()
 }
 
 // Serve runs the DHCP server on UDP port 67 of NIC nic of s until ctx ends,
@@ -67,6 +70,9 @@ func Serve(ctx context.Context, s *stack.Stack, nic tcpip.NICID, plan policy.Pla
 	if err != nil {
 		uc.Close()
 		return err
+	}
+	if opts.Bound != nil {
+		opts.Bound()
 	}
 	srv := &lockedServer{srv: newServer(plan, opts)}
 	var wg sync.WaitGroup

@@ -57,6 +57,9 @@ type Options struct {
 	// MaxInFlight bounds concurrent upstream exchanges; default
 	// DefaultMaxInFlight.
 	MaxInFlight int
+	// Bound, if set, is called once ServeStack has bound its sockets, so
+	// that the engine attaches its link only when the service can answer.
+	Bound func()
 }
 
 // Relay forwards DNS queries to the resolv.conf nameservers. It is safe for
@@ -66,6 +69,7 @@ type Relay struct {
 	timeout time.Duration
 	sem     chan struct{}
 	resolv  *resolvWatcher
+	bound   func() // Options.Bound, or a no-op
 }
 
 // NewRelay returns a Relay configured by opts (zero fields get defaults).
@@ -86,11 +90,15 @@ func NewRelay(opts Options) *Relay {
 	if opts.MaxInFlight <= 0 {
 		opts.MaxInFlight = DefaultMaxInFlight
 	}
+	if opts.Bound == nil {
+		opts.Bound = func() {}
+	}
 	return &Relay{
 		dial:    opts.Dial,
 		timeout: opts.Timeout,
 		sem:     make(chan struct{}, opts.MaxInFlight),
 		resolv:  &resolvWatcher{path: opts.ResolvConf, port: opts.Port, recheck: resolvRecheck},
+		bound:   opts.Bound,
 	}
 }
 

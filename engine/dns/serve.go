@@ -61,6 +61,7 @@ func (r *Relay) ServeStack(ctx context.Context, s *stack.Stack, addrs []tcpip.Fu
 		wg.Go(func() { r.serveUDP(ctx, uc, &wg) })
 		wg.Go(func() { r.serveTCP(ctx, ln, &wg, tcpSlots) })
 	}
+	r.bound()
 	<-ctx.Done()
 	return nil
 }

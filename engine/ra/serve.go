@@ -59,6 +59,9 @@ type Options struct {
 	// Interval between unsolicited advertisements after the first few;
 	// default DefaultInterval.
 	Interval time.Duration
+	// Bound, if set, is called once the service's sockets are bound, so
+	// that the engine attaches its link only when the service can answer.
+	Bound func()
 }
 
 // Serve advertises plan's IPv6 prefix on NIC nic of s until ctx ends, then
@@ -97,6 +100,9 @@ func serve(ctx context.Context, s *stack.Stack, nic tcpip.NICID, plan policy.Pla
 		return err
 	}
 	defer rx.Close()
+	if opts.Bound != nil {
+		opts.Bound()
+	}
 
 	solicited := make(chan struct{}, 1)
 	var wg sync.WaitGroup
