@@ -209,42 +209,56 @@ func (f *forward) serveTCP(ln net.Listener) {
 	}
 }
 
-// connectTCP connects one host connection into the guest and relays.
+// connectTCP connects one host connection into the guest and hands the
+// pair to the relay.
 func (f *forward) connectTCP(c net.Conn) {
+	sched, err := f.e.tcp.relay()
+	if err != nil {
+		c.Close()
+		return
+	}
 	client := addrPortOf(c.RemoteAddr())
 	src := policy.ForwardSource(f.e.plan, client.Addr(), f.guest.Addr())
 	ctx, cancel := context.WithTimeout(f.e.ctx, f.e.opts.dialTimeout)
-	g, err := dialGuestTCP(ctx, f.e.stack, src, f.guest)
+	ep, wq, err := dialGuestTCP(ctx, f.e.stack, src, f.guest)
 	cancel()
 	if err != nil {
 		c.Close()
 		return
 	}
-	if !f.conns.add(g) {
+	tc, ok := c.(rawSocket)
+	if !ok {
 		c.Close()
+		ep.Abort()
 		return
 	}
-	defer f.conns.remove(g)
-	f.e.relay(g, c)
+	fd, err := detachFD(tc)
+	if err != nil {
+		f.e.logf("forward %d: %v", f.id, err)
+		ep.Abort()
+		return
+	}
+	sched.start(ep, wq, fd, &f.conns)
 }
 
 // dialGuestTCP connects to guest from the local (possibly foreign, thanks to
 // spoofing) address src inside the stack. It is gonet.DialTCPWithBind with
-// keepalive set and without its endpoint leak on a failed bind.
+// keepalive set, without its endpoint leak on a failed bind and without the
+// gonet adapter: it returns the endpoint and its waiter queue.
 func dialGuestTCP(ctx context.Context, s interface {
 	NewEndpoint(tcpip.TransportProtocolNumber, tcpip.NetworkProtocolNumber, *waiter.Queue) (tcpip.Endpoint, tcpip.Error)
-}, src netip.Addr, guest netip.AddrPort) (*gonet.TCPConn, error) {
-	var wq waiter.Queue
-	ep, terr := s.NewEndpoint(tcp.ProtocolNumber, protoOf(guest.Addr()), &wq)
+}, src netip.Addr, guest netip.AddrPort) (tcpip.Endpoint, *waiter.Queue, error) {
+	wq := new(waiter.Queue)
+	ep, terr := s.NewEndpoint(tcp.ProtocolNumber, protoOf(guest.Addr()), wq)
 	if terr != nil {
-		return nil, fmt.Errorf("new endpoint: %s", terr)
+		return nil, nil, fmt.Errorf("new endpoint: %s", terr)
 	}
 	entry, notify := waiter.NewChannelEntry(waiter.WritableEvents)
 	wq.EventRegister(&entry)
 	defer wq.EventUnregister(&entry)
 	if terr := ep.Bind(tcpip.FullAddress{NIC: nicID, Addr: tcpAddr(src)}); terr != nil {
 		ep.Close()
-		return nil, fmt.Errorf("bind %s: %s", src, terr)
+		return nil, nil, fmt.Errorf("bind %s: %s", src, terr)
 	}
 	setKeepalive(ep)
 	terr = ep.Connect(tcpip.FullAddress{NIC: nicID, Addr: tcpAddr(guest.Addr()), Port: guest.Port()})
@@ -252,16 +266,16 @@ func dialGuestTCP(ctx context.Context, s interface {
 		select {
 		case <-ctx.Done():
 			ep.Close()
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		case <-notify:
 		}
 		terr = ep.LastError()
 	}
 	if terr != nil {
 		ep.Close()
-		return nil, fmt.Errorf("connect %s: %s", guest, terr)
+		return nil, nil, fmt.Errorf("connect %s: %s", guest, terr)
 	}
-	return gonet.NewTCPConn(&wq, ep), nil
+	return ep, wq, nil
 }
 
 // fwdUDPFlow is one host client of a UDP forward and its flow into the guest.

@@ -112,13 +112,33 @@ func TestForwardTCP(t *testing.T) {
 	}
 }
 
-// addrConn is a net.Conn with a chosen remote address.
+// addrConn is a TCP connection with a chosen remote address.
 type addrConn struct {
-	net.Conn
+	*net.TCPConn
 	remote net.Addr
 }
 
 func (c addrConn) RemoteAddr() net.Addr { return c.remote }
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, err := net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ln.AcceptTCP()
+	if err != nil {
+		a.Close()
+		t.Fatal(err)
+	}
+	return b, a
+}
 
 func TestForwardTCPRealClientAddress(t *testing.T) {
 	noLeaks(t)
@@ -129,9 +149,9 @@ func TestForwardTCPRealClientAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	fw := tb.eng.forwards[7]
-	host, ours := net.Pipe()
+	host, ours := tcpPair(t)
 	client := netip.MustParseAddrPort("192.0.2.7:4321")
-	fw.goFunc(func() { fw.connectTCP(addrConn{Conn: host, remote: net.TCPAddrFromAddrPort(client)}) })
+	fw.goFunc(func() { fw.connectTCP(addrConn{TCPConn: host, remote: net.TCPAddrFromAddrPort(client)}) })
 	defer ours.Close()
 	ours.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := ours.Write([]byte("ping")); err != nil {
@@ -168,6 +188,39 @@ func TestForwardTCPToIPv6Guest(t *testing.T) {
 	}
 	if got := (<-peers).(*net.TCPAddr).AddrPort().Addr(); got != tb.eng.Plan().Gateway6 {
 		t.Fatalf("guest saw %s, want %s", got, tb.eng.Plan().Gateway6)
+	}
+}
+
+// TestRemoveForwardEndsConnections: removing a forward resets the
+// connections relayed through it before RemoveForward returns.
+func TestRemoveForwardEndsConnections(t *testing.T) {
+	noLeaks(t)
+	tb := newTestBed(t, testConfig())
+	guestEcho(t, tb, 8083)
+	f, hostAddr := hostTCPListener(t)
+	if err := tb.eng.AddForward(proto.Forward{ID: 5, Proto: "tcp", GuestPort: 8083}, f); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.DialTimeout("tcp", hostAddr.String(), 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatalf("echo: %v", err)
+	}
+	if err := tb.eng.RemoveForward(5); err != nil {
+		t.Fatal(err)
+	}
+	if n := tb.eng.tcp.sched.count(); n != 0 {
+		t.Fatalf("%d connections still relayed after RemoveForward", n)
+	}
+	if _, err := io.ReadAll(c); err == nil {
+		t.Fatal("host side ended cleanly after RemoveForward, want a reset")
 	}
 }
 

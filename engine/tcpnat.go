@@ -2,14 +2,11 @@ package engine
 
 import (
 	"context"
-	"net"
 	"net/netip"
-	"strconv"
 	"sync"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
@@ -39,6 +36,9 @@ type tcpNAT struct {
 	mu       sync.Mutex
 	inFlight map[stack.TransportEndpointID]struct{}
 	perSrc   map[tcpip.Address]int
+
+	schedMu sync.Mutex
+	sched   *relaySched // see relay
 }
 
 func newTCPNAT(e *Engine) *tcpNAT {
@@ -118,49 +118,75 @@ func (t *tcpNAT) release(id stack.TransportEndpointID) {
 }
 
 // handle runs on the forwarder's (fresh) goroutine for each new guest
-// connection; the work moves to a pooled worker whose stack has already
-// grown.
+// connection and connects it there: a pooled goroutine would cost a
+// wake-up per connection, and with the raw dial (dialHost) and the relay
+// elsewhere the call chain is shallow, so the fresh stack hardly grows.
 func (t *tcpNAT) handle(r *tcp.ForwarderRequest) {
-	t.e.goFunc(func() { t.connect(r) })
+	t.connect(r)
 }
 
 // connect dials the host first, and only then accepts the guest's SYN, so
-// that a refused port gives the guest a reset at once; then it relays.
+// that a refused port gives the guest a reset at once; then it hands the
+// pair to the relay.
 func (t *tcpNAT) connect(r *tcp.ForwarderRequest) {
 	id := r.ID()
-	host, err := t.dial(id)
+	sched, err := t.relay()
+	if err != nil {
+		t.e.logf("tcp: %v", err)
+		r.Complete(true)
+		t.release(id)
+		return
+	}
+	fd, err := t.dial(id)
 	if err != nil {
 		t.e.stats.TCPRefused.Add(1)
 		r.Complete(true)
 		t.release(id)
 		return
 	}
-	var wq waiter.Queue
-	ep, terr := r.CreateEndpoint(&wq)
+	wq := new(waiter.Queue)
+	ep, terr := r.CreateEndpoint(wq)
 	if terr != nil {
 		// The guest gave up (or sent a RST) while we dialed.
-		host.Close()
+		resetFD(fd)
 		r.Complete(true)
 		t.release(id)
 		return
 	}
 	r.Complete(false)
-	t.release(id)
 	setKeepalive(ep)
-	t.e.serveConns(gonet.NewTCPConn(&wq, ep), host)
+	sched.start(ep, wq, fd, &t.e.conns)
+	t.release(id) // after start: the engine's Close waits for it
 }
 
-// dial connects to the host destination of a guest flow.
-func (t *tcpNAT) dial(id stack.TransportEndpointID) (net.Conn, error) {
-	target, err := policy.OutboundTarget(t.e.plan, t.e.cfg, netipAddr(id.LocalAddress))
+// relay returns the engine's relay scheduler, started on first use; it is
+// closed with the engine's connections.
+func (t *tcpNAT) relay() (*relaySched, error) {
+	t.schedMu.Lock()
+	defer t.schedMu.Unlock()
+	if t.sched != nil {
+		return t.sched, nil
+	}
+	s, err := newRelaySched(t.e)
 	if err != nil {
 		return nil, err
 	}
-	d := net.Dialer{Timeout: t.e.opts.dialTimeout}
-	if la := t.e.outboundFor(target); la.IsValid() {
-		d.LocalAddr = &net.TCPAddr{IP: la.AsSlice()}
+	if !t.e.conns.add(s) {
+		return nil, errClosed
 	}
-	return d.DialContext(t.e.ctx, "tcp", net.JoinHostPort(target.String(), strconv.Itoa(int(id.LocalPort))))
+	t.sched = s
+	return s, nil
+}
+
+// dial connects to the host destination of a guest flow and returns the
+// connected socket, non-blocking.
+func (t *tcpNAT) dial(id stack.TransportEndpointID) (int, error) {
+	target, err := policy.OutboundTarget(t.e.plan, t.e.cfg, netipAddr(id.LocalAddress))
+	if err != nil {
+		return -1, err
+	}
+	target = target.Unmap()
+	return dialHost(t.e.ctx, netip.AddrPortFrom(target, id.LocalPort), t.e.outboundFor(target), t.e.opts.dialTimeout)
 }
 
 // outboundFor is the local address host sockets to target bind to: the
@@ -174,22 +200,6 @@ func (e *Engine) outboundFor(target netip.Addr) netip.Addr {
 		return e.outbound4
 	}
 	return e.outbound6
-}
-
-// serveConns relays between a guest and a host connection; Close of the
-// engine ends it.
-func (e *Engine) serveConns(guest, host net.Conn) {
-	if !e.conns.add(guest) {
-		host.Close()
-		return
-	}
-	defer e.conns.remove(guest)
-	if !e.conns.add(host) {
-		guest.Close()
-		return
-	}
-	defer e.conns.remove(host)
-	e.relay(guest, host)
 }
 
 // setKeepalive turns TCP keepalive on for a guest-side endpoint.

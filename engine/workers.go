@@ -6,11 +6,12 @@ import (
 	"time"
 )
 
-// Worker pool limits. A connection through the engine runs on two
-// goroutines (one per copy direction) whose call chains (host dial, gVisor
-// reads and writes) are deep: fresh goroutines grow their stacks by copying
-// several times per connection, which was ~15 % of the engine's CPU in
-// netbench's connection test. Parked workers keep their grown stacks.
+// Worker pool limits. The pool runs the engine's long-lived and per-flow
+// goroutines (UDP flows, ping sessions, services, forward accept loops)
+// whose call chains are deep: fresh goroutines grow their stacks by
+// copying, which was ~15 % of the engine's CPU in netbench's connection
+// test when TCP relays ran here. Parked workers keep their grown stacks.
+// (TCP connections are relayed by the relay scheduler, poller.go.)
 const (
 	maxIdleWorkers = 16
 	workerIdle     = 10 * time.Second
