@@ -64,6 +64,23 @@ func guestEchoOn(t *testing.T, tb *testBed, addr netip.AddrPort) <-chan net.Addr
 	return peers
 }
 
+// forwardTCP adds TCP forward fwd from a fresh host listener and connects
+// to it from the host; the connection is closed when the test ends.
+func forwardTCP(t *testing.T, tb *testBed, fwd proto.Forward) net.Conn {
+	t.Helper()
+	f, hostAddr := hostTCPListener(t)
+	fwd.Proto = "tcp"
+	if err := tb.eng.AddForward(fwd, f); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.DialTimeout("tcp", hostAddr.String(), 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 func TestForwardTCP(t *testing.T) {
 	noLeaks(t)
 	tb := newTestBed(t, testConfig())
@@ -171,15 +188,7 @@ func TestForwardTCPToIPv6Guest(t *testing.T) {
 	noLeaks(t)
 	tb := newTestBed(t, testConfig())
 	peers := guestEchoOn(t, tb, netip.AddrPortFrom(tb.eng.Plan().Guest6, 8082))
-	f, hostAddr := hostTCPListener(t)
-	if err := tb.eng.AddForward(proto.Forward{ID: 4, Proto: "tcp", GuestAddr: "fd00::100", GuestPort: 8082}, f); err != nil {
-		t.Fatal(err)
-	}
-	c, err := net.DialTimeout("tcp", hostAddr.String(), 3*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := forwardTCP(t, tb, proto.Forward{ID: 4, GuestAddr: "fd00::100", GuestPort: 8082})
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	c.Write([]byte("six"))
 	buf := make([]byte, 3)
@@ -197,15 +206,7 @@ func TestRemoveForwardEndsConnections(t *testing.T) {
 	noLeaks(t)
 	tb := newTestBed(t, testConfig())
 	guestEcho(t, tb, 8083)
-	f, hostAddr := hostTCPListener(t)
-	if err := tb.eng.AddForward(proto.Forward{ID: 5, Proto: "tcp", GuestPort: 8083}, f); err != nil {
-		t.Fatal(err)
-	}
-	c, err := net.DialTimeout("tcp", hostAddr.String(), 3*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := forwardTCP(t, tb, proto.Forward{ID: 5, GuestPort: 8083})
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Write([]byte("x")); err != nil {
 		t.Fatal(err)
@@ -227,15 +228,7 @@ func TestRemoveForwardEndsConnections(t *testing.T) {
 func TestForwardTCPGuestNotListening(t *testing.T) {
 	noLeaks(t)
 	tb := newTestBed(t, testConfig())
-	f, hostAddr := hostTCPListener(t)
-	if err := tb.eng.AddForward(proto.Forward{ID: 2, Proto: "tcp", GuestPort: 9999}, f); err != nil {
-		t.Fatal(err)
-	}
-	c, err := net.DialTimeout("tcp", hostAddr.String(), 3*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := forwardTCP(t, tb, proto.Forward{ID: 2, GuestPort: 9999})
 	c.SetReadDeadline(time.Now().Add(3 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
 		t.Fatalf("read = %v, want the connection closed at once", err)
