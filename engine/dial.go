@@ -33,7 +33,7 @@ func dialHost(ctx context.Context, dst netip.AddrPort, local netip.Addr, timeout
 	if dst.Addr().Is6() {
 		family = unix.AF_INET6
 	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	fd, err := rawSocketFD(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, fmt.Errorf("socket: %w", err)
 	}
@@ -75,7 +75,7 @@ func prepareHostSocket(fd int, local netip.Addr) error {
 		{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, hostKeepaliveCount},
 	}
 	for _, o := range opts {
-		if err := unix.SetsockoptInt(fd, o.level, o.opt, o.val); err != nil {
+		if err := rawSetsockoptInt(fd, o.level, o.opt, o.val); err != nil {
 			return fmt.Errorf("setsockopt %d/%d: %w", o.level, o.opt, err)
 		}
 	}
@@ -90,21 +90,14 @@ func prepareHostSocket(fd int, local netip.Addr) error {
 // connectDone reports whether a non-blocking connect has finished, and
 // how.
 func connectDone(fd int) (bool, error) {
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
-	for {
-		n, err := unix.Poll(pfd, 0)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return true, fmt.Errorf("poll: %w", err)
-		}
-		if n == 0 {
-			return false, nil
-		}
-		break
+	n, _, err := rawPollNow(fd, unix.POLLOUT)
+	if err != nil {
+		return true, fmt.Errorf("poll: %w", err)
 	}
-	errno, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if n == 0 {
+		return false, nil
+	}
+	errno, err := rawGetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
 	if err != nil {
 		return true, fmt.Errorf("getsockopt SO_ERROR: %w", err)
 	}

@@ -36,7 +36,8 @@ const (
 // a zero timeout. A goroutine blocked in a system call has its P taken away
 // by sysmon each time (a thread handoff per wake-up); in a first version
 // that blocked, sysmon was 16 % of the engine's samples in netbench's
-// connection test.
+// connection test. epoll_wait and epoll_ctl are raw system calls
+// (rawsys.go), for the same reason.
 type relaySched struct {
 	e  *Engine
 	ep *os.File        // the epoll fd, in Go's poller; Close ends the poller
@@ -120,7 +121,7 @@ func (s *relaySched) ctl(op int, c *relayConn, out bool) error {
 	// number reused) under the call.
 	var err error
 	if cerr := s.rc.Control(func(epfd uintptr) {
-		err = unix.EpollCtl(int(epfd), op, c.fd, &ev)
+		err = rawEpollCtl(int(epfd), op, c.fd, &ev)
 	}); cerr != nil {
 		return fmt.Errorf("relay: epoll_ctl: %w", cerr)
 	}
@@ -214,7 +215,7 @@ func (s *relaySched) poll() {
 	var n int
 	var werr error
 	wait := func(epfd uintptr) bool {
-		n, werr = unix.EpollWait(int(epfd), events, 0)
+		n, werr = rawEpollPoll(int(epfd), events)
 		return n != 0 || (werr != nil && werr != unix.EINTR)
 	}
 	for {
