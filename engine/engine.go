@@ -58,6 +58,7 @@ type options struct {
 	pingIdle       time.Duration
 	maxPingFlows   int
 	noServices     bool
+	holdLink       bool
 	congestion     string // TCP congestion control; default congestionControl
 	// openPing opens the host socket of a ping session (tests replace it
 	// so that no echo request leaves the test).
@@ -117,6 +118,12 @@ func WithPingIdleTimeout(d time.Duration) Option { return func(o *options) { o.p
 // exercise only the NAT).
 func WithoutServices() Option { return func(o *options) { o.noServices = true } }
 
+// WithLinkHeld makes New leave the link detached (its frames wait in the
+// TAP's queue) until ReleaseLink: the engine process confines itself in
+// between, so that no guest frame is handled by an engine that is not yet
+// sandboxed.
+func WithLinkHeld() Option { return func(o *options) { o.holdLink = true } }
+
 // Stats are counters of events the engine does not otherwise report.
 type Stats struct {
 	// SpoofedDropped counts guest packets whose source address lies outside
@@ -141,6 +148,7 @@ type Stats struct {
 // Engine is a running gVisor stack attached to the guest's link, with the
 // NAT, the services and the host port forwards.
 type Engine struct {
+	held  *heldLink
 	cfg   policy.Config
 	plan  policy.Plan
 	opts  options
@@ -205,6 +213,7 @@ func New(cfg policy.Config, ep stack.LinkEndpoint, opts ...Option) (*Engine, err
 	e.stack = newStack()
 	e.ping = newPinger(e)
 	held := newHeldLink(ep)
+	e.held = held
 	if err := configureNIC(e.stack, cfg, plan, o.congestion, newGuard(held, e)); err != nil {
 		cancel()
 		e.stack.Close()
@@ -218,9 +227,15 @@ func New(cfg policy.Config, ep stack.LinkEndpoint, opts ...Option) (*Engine, err
 			return nil, fmt.Errorf("engine: %w", err)
 		}
 	}
-	held.release() // everything that serves the guest is in place
+	if !o.holdLink {
+		held.release() // everything that serves the guest is in place
+	}
 	return e, nil
 }
+
+// ReleaseLink attaches the link New held back (WithLinkHeld); the guest's
+// frames are served from then on. Calling it again does nothing.
+func (e *Engine) ReleaseLink() { e.held.release() }
 
 // Stack is the gVisor stack (for tests and services).
 func (e *Engine) Stack() *stack.Stack { return e.stack }

@@ -50,3 +50,22 @@ func (d *countingDispatcher) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *
 }
 
 func (d *countingDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
+
+// TestNewWithLinkHeld: with WithLinkHeld the engine's link stays detached
+// after New (the engine process confines itself then) until ReleaseLink.
+func TestNewWithLinkHeld(t *testing.T) {
+	noLeaks(t)
+	ch := channel.New(4, 1500, GatewayMAC)
+	e, err := New(testConfig(), ch, WithoutServices(), WithLinkHeld())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if ch.IsAttached() {
+		t.Fatal("link attached before ReleaseLink")
+	}
+	e.ReleaseLink()
+	if !ch.IsAttached() {
+		t.Fatal("link not attached after ReleaseLink")
+	}
+}

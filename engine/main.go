@@ -77,7 +77,7 @@ func (s *server) run() int {
 	if err != nil {
 		return s.fail(err)
 	}
-	eng, err := New(start.Config, ep, WithLogger(s.log))
+	eng, err := New(start.Config, ep, WithLogger(s.log), WithLinkHeld())
 	if err != nil {
 		ep.Close()
 		return s.fail(err)
@@ -102,6 +102,9 @@ func (s *server) run() int {
 			s.log.Print(err)
 		}
 	}
+	// Confined: now the guest's frames (waiting in the TAP's queue since
+	// the supervisor wrote --ready-fd) may be served.
+	eng.ReleaseLink()
 	if err := s.conn.SendBody(ipc.TypeReady, 0, nil); err != nil {
 		s.log.Print(err)
 		s.close()
