@@ -122,6 +122,17 @@ func (s *run) start() error {
 	if err := engine.begin(start, link); err != nil {
 		return err
 	}
+	if s.cfg.EnableSeccomp {
+		// The supervisor never needs ptrace, mount, kexec, bpf or module
+		// loading. The engine has been exec'd (spawnEngine returns after
+		// its execve) and the TAP is open, so nothing we still start needs
+		// them and the deny-list (inherited across exec) can go on now,
+		// while the engine sets up, instead of after it is ready.
+		if err := sandbox.ApplyLightSeccomp(); err != nil {
+			engine.kill()
+			return fmt.Errorf("supervisor seccomp: %w", err)
+		}
+	}
 	if s.cfg.APISocket != "" {
 		// Listen while the engine sets up; requests are served (and
 		// queue until then) once it is ready.
@@ -143,19 +154,7 @@ func (s *run) start() error {
 	if s.apiLn != nil {
 		s.serveAPI()
 	}
-	if err := s.signalReady(); err != nil {
-		return err
-	}
-	if s.cfg.EnableSeccomp {
-		// The supervisor never needs ptrace, mount, kexec, bpf or module
-		// loading. Its children are exec'd and the TAP is open, so nothing
-		// it still starts needs them. Building the filter takes ~1 ms of
-		// libseccomp work, so it goes on after --ready-fd, not before.
-		if err := sandbox.ApplyLightSeccomp(); err != nil {
-			return fmt.Errorf("supervisor seccomp: %w", err)
-		}
-	}
-	return nil
+	return s.signalReady()
 }
 
 // spawnAndOpen starts the engine process and opens the link at the same
