@@ -316,6 +316,15 @@ func (s *run) wait(sigs <-chan os.Signal) error {
 			return fmt.Errorf("engine not ready after %v", engineReadyTimeout)
 		case <-s.engine.Done():
 			if ready != nil {
+				// The engine's report, if it sent one, is queued on ready
+				// before Done closes: prefer it to the bare exit.
+				select {
+				case err := <-ready:
+					if err != nil {
+						return fmt.Errorf("engine failed to start: %w", err)
+					}
+				default:
+				}
 				return fmt.Errorf("engine exited before it was ready: %w", s.engine.exitReason())
 			}
 			return fmt.Errorf("engine exited: %w", s.engine.exitReason())
