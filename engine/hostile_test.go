@@ -237,31 +237,6 @@ func TestZeroWindowBackpressure(t *testing.T) {
 	}
 }
 
-// udpEchoCounter echoes datagrams on 127.0.0.1 and counts them.
-func udpEchoCounter(t *testing.T) (netip.AddrPort, *atomic.Int64) {
-	t.Helper()
-	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n atomic.Int64
-	done := make(chan struct{})
-	t.Cleanup(func() { pc.Close(); <-done })
-	go func() {
-		defer close(done)
-		buf := make([]byte, 65535)
-		for {
-			m, from, err := pc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			n.Add(1)
-			pc.WriteToUDPAddrPort(buf[:m], from)
-		}
-	}()
-	return pc.LocalAddr().(*net.UDPAddr).AddrPort(), &n
-}
-
 // udpDatagram is a UDP header and payload with a correct checksum (IPv4
 // or IPv6: the pseudo-header takes either).
 func udpDatagram(src, dst netip.AddrPort, payload []byte) []byte {
@@ -307,7 +282,7 @@ func drainOut(ctx context.Context, ep *channel.Endpoint) {
 // sent afterwards is delivered intact.
 func TestOverlappingFragments(t *testing.T) {
 	noLeaks(t)
-	srv, count := udpEchoCounter(t)
+	srv, count := udpEchoCounter(t, "127.0.0.1:0")
 	_, ep := bareEngine(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -364,30 +339,14 @@ func fragment6(src, dst netip.Addr, id uint32, off int, more bool, part []byte) 
 // datagram with overlapping fragments is dropped whole.
 func TestOverlappingFragments6(t *testing.T) {
 	noLeaks(t)
-	pc, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var count atomic.Int64
-	done := make(chan struct{})
-	defer func() { pc.Close(); <-done }()
-	go func() {
-		defer close(done)
-		buf := make([]byte, 65535)
-		for {
-			if _, _, err := pc.ReadFromUDPAddrPort(buf); err != nil {
-				return
-			}
-			count.Add(1)
-		}
-	}()
+	srv, count := udpEchoCounter(t, "[::1]:0")
 	_, ep := bareEngine(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	drainOut(ctx, ep)
 
 	src := netip.AddrPortFrom(netip.MustParseAddr("fd00::100"), 33333)
-	dst := netip.AddrPortFrom(netip.MustParseAddr("fd00::2"), pc.LocalAddr().(*net.UDPAddr).AddrPort().Port())
+	dst := netip.AddrPortFrom(netip.MustParseAddr("fd00::2"), srv.Port())
 	payload := bytes.Repeat([]byte("overlap6"), 250)
 	dgram := udpDatagram(src, dst, payload)
 	send := func(id uint32, off int, more bool, part []byte) {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -184,22 +185,35 @@ func TestSYNLimits(t *testing.T) {
 // udpEchoServer echoes datagrams on 127.0.0.1.
 func udpEchoServer(t *testing.T) netip.AddrPort {
 	t.Helper()
-	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	srv, _ := udpEchoCounter(t, "127.0.0.1:0")
+	return srv
+}
+
+// udpEchoCounter echoes datagrams on addr (an IPv4 or IPv6 loopback) and
+// counts them; the server is stopped, and its goroutine gone, when the
+// test ends.
+func udpEchoCounter(t *testing.T, addr string) (netip.AddrPort, *atomic.Int64) {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { pc.Close() })
+	var n atomic.Int64
+	done := make(chan struct{})
+	t.Cleanup(func() { pc.Close(); <-done })
 	go func() {
-		buf := make([]byte, 65535)
+		defer close(done)
+		buf := make([]byte, maxDatagram)
 		for {
-			n, from, err := pc.ReadFromUDPAddrPort(buf)
+			m, from, err := pc.ReadFrom(buf)
 			if err != nil {
 				return
 			}
-			pc.WriteToUDPAddrPort(buf[:n], from)
+			n.Add(1)
+			pc.WriteTo(buf[:m], from)
 		}
 	}()
-	return pc.LocalAddr().(*net.UDPAddr).AddrPort()
+	return pc.LocalAddr().(*net.UDPAddr).AddrPort(), &n
 }
 
 func TestUDPEchoAndExpiry(t *testing.T) {

@@ -119,27 +119,6 @@ func TestUDPFlowHasNoStackEndpoint(t *testing.T) {
 	eventually(t, 5*time.Second, "UDP flow expiry", func() bool { return u.count() == 0 })
 }
 
-// udpEchoServerOn echoes datagrams on addr (an IPv4 or IPv6 loopback).
-func udpEchoServerOn(t *testing.T, addr string) netip.AddrPort {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, maxDatagram)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:n], from)
-		}
-	}()
-	return pc.LocalAddr().(*net.UDPAddr).AddrPort()
-}
-
 // TestUDPLargeDatagramsBothFamilies sends datagrams larger than the MTU
 // (fragmented by the guest, reassembled by the engine's stack into a
 // packet of several buffers, which forward writes with one sendmsg) and an
@@ -147,8 +126,8 @@ func udpEchoServerOn(t *testing.T, addr string) netip.AddrPort {
 // the way back by the engine's IP layer) arrive intact.
 func TestUDPLargeDatagramsBothFamilies(t *testing.T) {
 	tb := newTestBed(t, testConfig())
-	srv4 := udpEchoServerOn(t, "127.0.0.1:0")
-	srv6 := udpEchoServerOn(t, "[::1]:0")
+	srv4 := udpEchoServer(t)
+	srv6, _ := udpEchoCounter(t, "[::1]:0")
 	for _, dst := range []netip.AddrPort{
 		netip.AddrPortFrom(tb.eng.Plan().Gateway, srv4.Port()),
 		netip.AddrPortFrom(tb.eng.Plan().Gateway6, srv6.Port()),
