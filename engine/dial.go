@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -149,35 +148,4 @@ func sockaddrOf(ap netip.AddrPort) unix.Sockaddr {
 		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
 	}
 	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
-}
-
-// rawConnect starts a non-blocking connect to dst as a raw system call:
-// to the host's loopback, connect runs the handshake in the kernel before
-// it returns, long enough for sysmon to take the P away from a normal
-// system call (a thread handoff, and it keeps sysmon polling every 20 us).
-// A non-blocking connect never sleeps, so the P need not be released.
-func rawConnect(fd int, dst netip.AddrPort) error {
-	var (
-		ptr unsafe.Pointer
-		n   uintptr
-		sa4 unix.RawSockaddrInet4
-		sa6 unix.RawSockaddrInet6
-	)
-	port := [2]byte{byte(dst.Port() >> 8), byte(dst.Port())}
-	if dst.Addr().Is4() {
-		sa4.Family = unix.AF_INET
-		sa4.Port = *(*uint16)(unsafe.Pointer(&port))
-		sa4.Addr = dst.Addr().As4()
-		ptr, n = unsafe.Pointer(&sa4), unsafe.Sizeof(sa4)
-	} else {
-		sa6.Family = unix.AF_INET6
-		sa6.Port = *(*uint16)(unsafe.Pointer(&port))
-		sa6.Addr = dst.Addr().As16()
-		ptr, n = unsafe.Pointer(&sa6), unsafe.Sizeof(sa6)
-	}
-	_, _, errno := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(ptr), n)
-	if errno != 0 {
-		return errno
-	}
-	return nil
 }

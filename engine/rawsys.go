@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"net/netip"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -19,6 +20,7 @@ import (
 // p50 fell from 170-227 to 147-182 us in one run, was unchanged within
 // noise in another). See also rawRead.
 
+// rawErr is nil for errno 0, else errno.
 func rawErr(errno unix.Errno) error {
 	if errno != 0 {
 		return errno
@@ -82,4 +84,64 @@ func rawEpollPoll(epfd int, events []unix.EpollEvent) (int, error) {
 		return 0, errno
 	}
 	return int(r), nil
+}
+
+// rawRead reads from a non-blocking socket. Raw system calls (here and for
+// the relay's small writes) skip the scheduler's bookkeeping for blocking
+// calls: a loopback write that runs the peer's receive path can take long
+// enough for sysmon to hand the P to another thread, a wake-up per call.
+// Large writes keep that bookkeeping, so that other goroutines get the P
+// while the kernel copies.
+func rawRead(fd int, p []byte) (int, error) {
+	for {
+		r, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		if errno == unix.EINTR {
+			continue
+		}
+		if errno != 0 {
+			return 0, errno
+		}
+		return int(r), nil
+	}
+}
+
+// rawShutdownWrite sends the host socket's FIN; rawClose closes it. Raw
+// system calls for the reason rawRead gives: both run the loopback peer's
+// receive path, and neither sleeps on a non-blocking TCP socket (a
+// lingering close would, but the relay never sets a linger time).
+func rawShutdownWrite(fd int) error {
+	_, _, errno := unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), unix.SHUT_WR, 0)
+	return rawErr(errno)
+}
+
+func rawClose(fd int) {
+	_, _, _ = unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+}
+
+// rawConnect starts a non-blocking connect to dst as a raw system call:
+// to the host's loopback, connect runs the handshake in the kernel before
+// it returns, long enough for sysmon to take the P away from a normal
+// system call (a thread handoff, and it keeps sysmon polling every 20 us).
+// A non-blocking connect never sleeps, so the P need not be released.
+func rawConnect(fd int, dst netip.AddrPort) error {
+	var (
+		ptr unsafe.Pointer
+		n   uintptr
+		sa4 unix.RawSockaddrInet4
+		sa6 unix.RawSockaddrInet6
+	)
+	port := [2]byte{byte(dst.Port() >> 8), byte(dst.Port())}
+	if dst.Addr().Is4() {
+		sa4.Family = unix.AF_INET
+		sa4.Port = *(*uint16)(unsafe.Pointer(&port))
+		sa4.Addr = dst.Addr().As4()
+		ptr, n = unsafe.Pointer(&sa4), unsafe.Sizeof(sa4)
+	} else {
+		sa6.Family = unix.AF_INET6
+		sa6.Port = *(*uint16)(unsafe.Pointer(&port))
+		sa6.Addr = dst.Addr().As16()
+		ptr, n = unsafe.Pointer(&sa6), unsafe.Sizeof(sa6)
+	}
+	_, _, errno := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(ptr), n)
+	return rawErr(errno)
 }

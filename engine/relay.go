@@ -341,21 +341,6 @@ func resetFD(fd int) {
 	rawClose(fd)
 }
 
-// rawShutdownWrite sends the host socket's FIN; rawClose closes it. Raw
-// system calls for the reason rawRead gives: both run the loopback peer's
-// receive path, and neither sleeps on a non-blocking TCP socket (a
-// lingering close would, but the relay never sets a linger time).
-func rawShutdownWrite(fd int) error {
-	if _, _, errno := unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), unix.SHUT_WR, 0); errno != 0 {
-		return errno
-	}
-	return nil
-}
-
-func rawClose(fd int) {
-	_, _, _ = unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
-}
-
 // Close aborts the connection (engine Close, forward removal).
 func (c *relayConn) Close() error {
 	c.abort()
@@ -421,25 +406,6 @@ func (g *gather) writeTo(fd int) (n int, err error) {
 	}
 	for {
 		r, _, errno := call(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&g.iov[0])), uintptr(len(g.iov)))
-		if errno == unix.EINTR {
-			continue
-		}
-		if errno != 0 {
-			return 0, errno
-		}
-		return int(r), nil
-	}
-}
-
-// rawRead reads from a non-blocking socket. Raw system calls (here and for
-// the relay's small writes) skip the scheduler's bookkeeping for blocking
-// calls: a loopback write that runs the peer's receive path can take long
-// enough for sysmon to hand the P to another thread, a wake-up per call.
-// Large writes keep that bookkeeping, so that other goroutines get the P
-// while the kernel copies.
-func rawRead(fd int, p []byte) (int, error) {
-	for {
-		r, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 		if errno == unix.EINTR {
 			continue
 		}
