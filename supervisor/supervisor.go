@@ -134,8 +134,8 @@ func (s *run) start() error {
 		}
 	}
 	if s.cfg.APISocket != "" {
-		// Listen while the engine sets up; requests are served (and
-		// queue until then) once it is ready.
+		// Listen while the engine sets up; requests that need the
+		// engine wait in the ipc socket until it serves them.
 		ln, err := api.Listen(s.cfg.APISocket)
 		if err != nil {
 			engine.kill()
@@ -259,7 +259,8 @@ func namespacePaths(cfg policy.Config) (userns, netns string) {
 	return userns, "/proc/" + cfg.Target + "/ns/net"
 }
 
-// serveAPI serves the API socket s.apiLn with the ready engine.
+// serveAPI serves the API socket s.apiLn with s.engine (which may still be
+// starting: its requests then wait for it).
 func (s *run) serveAPI() {
 	s.api = api.NewServer(s.engine, api.Options{Plan: s.plan, EnableIPv6: s.cfg.EnableIPv6})
 	go func() {
