@@ -16,6 +16,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 )
 
@@ -83,32 +84,31 @@ func tcpSegment4(src, dst netip.AddrPort, seq uint32, flags header.TCPFlags, win
 func watchSYNACKs(ctx context.Context, ep *channel.Endpoint, dst netip.AddrPort) <-chan struct{} {
 	seen := make(chan struct{})
 	go func() {
-		for {
-			pkt := ep.ReadContext(ctx)
-			if pkt == nil {
-				return
-			}
-			b := pkt.ToView().AsSlice()
-			if pkt.NetworkProtocolNumber == header.IPv4ProtocolNumber && len(b) >= header.IPv4MinimumSize {
-				ip := header.IPv4(b)
-				if ip.Protocol() == uint8(header.TCPProtocolNumber) && ip.DestinationAddress() == tcpAddr(dst.Addr()) {
-					th := header.TCP(ip.Payload())
-					if len(th) >= header.TCPMinimumSize && th.DestinationPort() == dst.Port() &&
-						th.Flags().Contains(header.TCPFlagSyn|header.TCPFlagAck) {
-						close(seen)
-						seen = nil
-					}
-				}
+		pending := seen
+		for pkt := ep.ReadContext(ctx); pkt != nil; pkt = ep.ReadContext(ctx) {
+			if pending != nil && isSYNACKTo(pkt, dst) {
+				close(pending)
+				pending = nil
 			}
 			pkt.DecRef()
-			if seen == nil {
-				for ep.ReadContext(ctx) != nil { // keep draining until the test ends
-				}
-				return
-			}
 		}
 	}()
 	return seen
+}
+
+// isSYNACKTo reports whether pkt is an IPv4 SYN-ACK to dst.
+func isSYNACKTo(pkt *stack.PacketBuffer, dst netip.AddrPort) bool {
+	b := pkt.ToView().AsSlice()
+	if pkt.NetworkProtocolNumber != header.IPv4ProtocolNumber || len(b) < header.IPv4MinimumSize {
+		return false
+	}
+	ip := header.IPv4(b)
+	if ip.Protocol() != uint8(header.TCPProtocolNumber) || ip.DestinationAddress() != tcpAddr(dst.Addr()) {
+		return false
+	}
+	th := header.TCP(ip.Payload())
+	return len(th) >= header.TCPMinimumSize && th.DestinationPort() == dst.Port() &&
+		th.Flags().Contains(header.TCPFlagSyn|header.TCPFlagAck)
 }
 
 // TestSYNFloodBounded: a guest sends thousands of SYNs it never completes.
