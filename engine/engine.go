@@ -212,9 +212,8 @@ func New(cfg policy.Config, ep stack.LinkEndpoint, opts ...Option) (*Engine, err
 	e.pool = newWorkerPool(ctx, &e.wg)
 	e.stack = newStack()
 	e.ping = newPinger(e)
-	held := newHeldLink(ep)
-	e.held = held
-	if err := configureNIC(e.stack, cfg, plan, o.congestion, newGuard(held, e)); err != nil {
+	e.held = newHeldLink(ep)
+	if err := configureNIC(e.stack, cfg, plan, o.congestion, newGuard(e.held, e)); err != nil {
 		cancel()
 		e.stack.Close()
 		return nil, fmt.Errorf("engine: %w", err)
@@ -228,7 +227,7 @@ func New(cfg policy.Config, ep stack.LinkEndpoint, opts ...Option) (*Engine, err
 		}
 	}
 	if !o.holdLink {
-		held.release() // everything that serves the guest is in place
+		e.held.release() // everything that serves the guest is in place
 	}
 	return e, nil
 }
