@@ -63,6 +63,9 @@ type options struct {
 	// openPing opens the host socket of a ping session (tests replace it
 	// so that no echo request leaves the test).
 	openPing func(dst, laddr netip.Addr) (net.Conn, error)
+	// beforeHandshake, when set, runs just before the handshake of guest
+	// connection id starts (tests hold it there across Engine.Close).
+	beforeHandshake func(id stack.TransportEndpointID)
 }
 
 func defaultOptions() options {
@@ -163,6 +166,8 @@ type Engine struct {
 	pool   *workerPool    // runs them (goFunc), reusing grown stacks
 	conns  connSet        // open host/guest connections, closed by Close
 
+	handshakes handshakeGate // guest TCP handshakes in progress, ended by Close
+
 	tcp  *tcpNAT
 	udp  *udpNAT
 	ping *pinger
@@ -256,6 +261,9 @@ func (e *Engine) ServiceErrors() <-chan error { return e.servicesErr }
 func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
 		e.cancel()
+		// No guest handshake starts from now on: one that did would not be
+		// aborted by stack.Close below (handshakeGate).
+		e.handshakes.close()
 		e.fmu.Lock()
 		fwds := make([]*forward, 0, len(e.forwards))
 		for id, f := range e.forwards {
@@ -272,6 +280,9 @@ func (e *Engine) Close() error {
 		// Closing the stack resets the remaining guest endpoints and detaches
 		// the link endpoint, which stops its reader goroutines.
 		e.stack.Close()
+		// Handshakes that began before but registered their endpoint after
+		// stack.Close listed the endpoints it aborts.
+		e.handshakes.drain(e.abortHandshake)
 		e.stack.Wait()
 		e.wg.Wait()
 	})

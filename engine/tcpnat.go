@@ -150,9 +150,10 @@ func (t *tcpNAT) connect(r *tcp.ForwarderRequest) {
 		return
 	}
 	wq := new(waiter.Queue)
-	ep, terr := r.CreateEndpoint(wq)
+	ep, terr := t.createEndpoint(r, wq)
 	if terr != nil {
-		// The guest gave up (or sent a RST) while we dialed.
+		// The guest gave up (or sent a RST) while we dialed, or the
+		// engine is closing.
 		resetFD(fd)
 		r.Complete(true)
 		t.release(id)
