@@ -208,14 +208,18 @@ func (e *Engine) outboundFor(target netip.Addr) netip.Addr {
 	return e.outbound6
 }
 
-// setKeepalive turns TCP keepalive on for a guest-side endpoint.
+// setKeepalive turns TCP keepalive on for a guest-side endpoint. The
+// times go first: each option re-arms gVisor's keepalive timer if
+// keepalive is on, so switching it on last arms the timer once, at the
+// right time, instead of creating it for gVisor's default of two hours and
+// moving it.
 func setKeepalive(ep tcpip.Endpoint) {
-	ep.SocketOptions().SetKeepAlive(true)
 	idle := tcpip.KeepaliveIdleOption(keepaliveIdle)
 	_ = ep.SetSockOpt(&idle)
 	intvl := tcpip.KeepaliveIntervalOption(keepaliveInterval)
 	_ = ep.SetSockOpt(&intvl)
 	_ = ep.SetSockOptInt(tcpip.KeepaliveCountOption, keepaliveCount)
+	ep.SocketOptions().SetKeepAlive(true)
 }
 
 // ctxDone reports whether ctx has ended.
