@@ -6,6 +6,8 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"time"
+
+	"github.com/slirp4netns-go/slirp4netns/policy"
 )
 
 // gcPercent is the engine process's GOGC. The engine's heap is mostly
@@ -20,6 +22,21 @@ import (
 // most. 25 bought nothing more over 35. A memory limit (GOMEMLIMIT 8-14 MiB)
 // made the GC thrash under load.
 const gcPercent = 35
+
+// startGCPercent is the engine's GOGC until its first collection. The
+// runtime's first heap goal is 4 MiB scaled by GOGC (its heap minimum:
+// 1.4 MiB at 35), and what the engine's start-up leaves on the heap
+// (~1.4 MiB counting the spans the allocator holds) crossed the goal at
+// gcPercent: every engine collected once while starting, ~0.9 ms of its
+// start-up CPU and +0.5 MiB of RSS, competing with the container runtime
+// podman starts at the same time. At 60 the first goal is 2.4 MiB, so an
+// idle engine does not collect at all, and a busy one collects first at
+// 2.4 MiB and then at gcPercent of what is live. Measured (interleaved,
+// docs/benchmarks.md): a first goal of 4 MiB (GOGC 100) added ~1 MiB to
+// the peak RSS under sequential connections and UDP, 2-2.8 MiB (50-70)
+// 0.1-0.3 MiB. If the start-up grows past it, the engine just collects
+// once while starting, as before.
+const startGCPercent = 60
 
 // Idle trimming. After a burst the heap keeps what it grew to, and the Go
 // runtime returns free pages only slowly and never collects while nothing
@@ -43,30 +60,31 @@ const (
 // tuneRuntime applies the engine process's runtime settings, unless the
 // user set GOGC or GOMAXPROCS, which then win. It runs before the stack is
 // created: gVisor sizes its TCP processor pool from GOMAXPROCS.
+//
+// Until the first collection GOGC is startGCPercent, gcPercent after it.
 func tuneRuntime() {
 	if _, set := os.LookupEnv("GOGC"); !set {
-		debug.SetGCPercent(gcPercent)
+		debug.SetGCPercent(startGCPercent)
+		afterFirstGC(func() { debug.SetGCPercent(gcPercent) })
 	}
 	if _, set := os.LookupEnv("GOMAXPROCS"); !set {
-		runtime.GOMAXPROCS(engineProcs(runtime.NumCPU()))
+		// Normally the supervisor has set it in our environment already
+		// (policy.EngineProcs): a runtime that starts with more Ps and
+		// drops them here pays a stop-the-world and the threads it started
+		// for them, ~0.4 ms of CPU per start. This covers engines started
+		// otherwise.
+		runtime.GOMAXPROCS(policy.EngineProcs(runtime.NumCPU()))
 	}
 }
 
-// engineProcs is the engine's GOMAXPROCS on a machine with ncpu usable
-// CPUs: half of them. Every byte the engine moves is also moved by two
-// other parties on the same machine (the guest's kernel behind the TAP and
-// the host's socket peer), so the engine alone should not claim every
-// core. With a P per core, each hand-off on the data path (link reader ->
-// gVisor's TCP processor -> relay) readies a goroutine and wakes another
-// idle thread (a futex wake, an IPI on VMs) that mostly finds nothing to
-// do; with fewer Ps the readied goroutine runs on the current thread.
-// Measured on 2 CPUs (1 P vs 2, interleaved runs, docs/benchmarks.md):
-// 1-byte round trip p50 69-100 vs 109-125 us, thread switches per round
-// trip 1.8-2.6 vs 3.5-3.9, guest->host at MTU 65520 8.4-12.4 vs 4.2-9.7
-// Gbit/s at 0.55-0.67 vs 0.74-1.0 CPU-s/GB; connection rate and
-// host->guest unchanged.
-func engineProcs(ncpu int) int {
-	return max(1, ncpu/2)
+// afterFirstGC runs f (on the runtime's finalizer goroutine) once the
+// first collection from now has finished: the collection finds the
+// sentinel unreachable and queues its finalizer. The sentinel holds a
+// pointer so that it is not batched into a tiny-allocator block, whose
+// finalizers may run late or never.
+func afterFirstGC(f func()) {
+	type sentinel struct{ _ *byte }
+	runtime.SetFinalizer(&sentinel{}, func(*sentinel) { f() })
 }
 
 // trimmer decides when to trim from samples of the cumulative number of
@@ -97,7 +115,12 @@ func trimWhenIdle(done <-chan struct{}) {
 		metrics.Read(sample)
 		return sample[0].Value.Uint64()
 	}
-	t := trimmer{last: read()}
+	// No sample now: the first metrics.Read builds the runtime's metrics
+	// tables (~20 us), which an engine that lives less than a second (a
+	// `podman run` of a short command) need never pay. Counting from zero
+	// only adds the start-up's allocations to the first interval, which
+	// is then no quiet one.
+	var t trimmer
 	tick := time.NewTicker(trimInterval)
 	defer tick.Stop()
 	for {

@@ -3,6 +3,7 @@ package engine
 import (
 	"runtime"
 	"testing"
+	"time"
 )
 
 func TestTrimmerTrimsOnceAfterBurst(t *testing.T) {
@@ -74,10 +75,19 @@ func TestTrimHeapReturnsFreePages(t *testing.T) {
 	}
 }
 
-func TestEngineProcs(t *testing.T) {
-	for _, tc := range []struct{ ncpu, want int }{{1, 1}, {2, 1}, {3, 1}, {4, 2}, {16, 8}} {
-		if got := engineProcs(tc.ncpu); got != tc.want {
-			t.Errorf("engineProcs(%d) = %d, want %d", tc.ncpu, got, tc.want)
+func TestAfterFirstGC(t *testing.T) {
+	ran := make(chan struct{})
+	afterFirstGC(func() { close(ran) })
+	runtime.GC()
+	// The finalizer goroutine runs it after the collection; bounded wait.
+	for range 1000 {
+		select {
+		case <-ran:
+			return
+		default:
+			runtime.Gosched()
+			time.Sleep(time.Millisecond)
 		}
 	}
+	t.Fatal("did not run after a collection")
 }

@@ -17,7 +17,9 @@
 // engine. The engine stays in the host's network namespace.
 //
 // --enable-seccomp is ApplySeccomp: an allow-list filter (seccomp_rules.go)
-// installed from Go with TSYNC so that every thread gets it.
+// installed from Go with TSYNC so that every thread gets it. On amd64 the
+// BPF program libseccomp makes of the rules is generated ahead of time
+// (seccomp_bpf.go); elsewhere libseccomp builds it at run time.
 //
 // The engine calls Confine(enableSandbox, enableSeccomp) once it holds
 // everything it needs, before it reports ready.

@@ -44,6 +44,11 @@ const (
 	roleSandboxOnly = "sandbox-only"
 	roleSockets     = "sockets"
 	roleLight       = "light"
+	// roleSocketsLibseccomp and roleLightLibseccomp are roleSockets and
+	// roleLight with the filters built by libseccomp at run time (the
+	// path of architectures without precompiled programs).
+	roleSocketsLibseccomp = "sockets-libseccomp"
+	roleLightLibseccomp   = "light-libseccomp"
 	// roleICMP runs in a network namespace of its own, allows ICMP echo
 	// sockets there and pings 127.0.0.1 under the filter.
 	roleICMP = "icmp"
@@ -67,6 +72,12 @@ func TestMain(m *testing.M) {
 	case roleSockets:
 		os.Exit(exitStatus(socketsChild()))
 	case roleLight:
+		os.Exit(exitStatus(lightChild()))
+	case roleSocketsLibseccomp:
+		enginePrecompiled = nil
+		os.Exit(exitStatus(socketsChild()))
+	case roleLightLibseccomp:
+		lightPrecompiled = nil
 		os.Exit(exitStatus(lightChild()))
 	case roleICMP:
 		os.Exit(exitStatus(icmpChild()))
@@ -260,8 +271,8 @@ func socketsChild() error {
 		return fmt.Errorf("listener file: %w", err)
 	}
 	defer lnFile.Close()
-	if err := Confine(false, true); err != nil {
-		return fmt.Errorf("seccomp: %w", err)
+	if err := applyEngineFilter(); err != nil {
+		return err
 	}
 	failed := 0
 	for _, c := range append(socketChecks(pair), listenerChecks(lnFile)...) {
@@ -275,6 +286,24 @@ func socketsChild() error {
 	if failed > 0 {
 		return fmt.Errorf("%d of the checks", failed)
 	}
+	return nil
+}
+
+// applyEngineFilter installs the engine filter as Confine does, except
+// that a precompiled program must load without falling back to libseccomp
+// (this kernel has what it needs), so the fast path is what is tested.
+func applyEngineFilter() error {
+	if enginePrecompiled == nil {
+		if err := Confine(false, true); err != nil {
+			return fmt.Errorf("seccomp: %w", err)
+		}
+		fmt.Println("INFO filter libseccomp")
+		return nil
+	}
+	if err := loadPrecompiled(enginePrecompiled.instantiate(os.Getpid()), true); err != nil {
+		return fmt.Errorf("precompiled seccomp: %w", err)
+	}
+	fmt.Println("INFO filter precompiled")
 	return nil
 }
 
@@ -503,7 +532,12 @@ func newThreads() error {
 // lightChild applies the light filter and checks that a denied call fails
 // and an ordinary one works.
 func lightChild() error {
-	if err := ApplyLightSeccomp(); err != nil {
+	if lightPrecompiled != nil {
+		// The precompiled program must load without falling back.
+		if err := loadPrecompiled(lightPrecompiled.instantiate(0), false); err != nil {
+			return fmt.Errorf("precompiled light seccomp: %w", err)
+		}
+	} else if err := ApplyLightSeccomp(); err != nil {
 		return fmt.Errorf("light seccomp: %w", err)
 	}
 	dir, err := os.MkdirTemp("", "light")

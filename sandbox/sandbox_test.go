@@ -428,17 +428,30 @@ func countPrefix(list []string, prefix string) int {
 // TestSocketsUnderSeccomp: what the engine does (outbound TCP to a loopback
 // listener of ours, UDP, ICMP sockets, netlink, readv/writev, new threads)
 // works under ApplySeccomp, and fork+exec does not.
+// The filter is the precompiled program where one exists, and the one
+// libseccomp builds at run time.
 func TestSocketsUnderSeccomp(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), childTimeout)
-	defer cancel()
-	cmd := childCmd(t, ctx, roleSockets, dialEnv+"="+startPong(t))
-	out, err := cmd.Output()
-	t.Logf("child output:\n%s", out)
-	if err != nil {
-		t.Fatalf("child: %v; stderr: %s", err, cmd.Stderr)
-	}
-	if n, want := strings.Count(string(out), "OK "), len(socketChecks([2]int{}))+len(listenerChecks(nil)); n != want {
-		t.Errorf("%d checks passed, want %d", n, want)
+	for _, role := range []string{roleSockets, roleSocketsLibseccomp} {
+		t.Run(role, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), childTimeout)
+			defer cancel()
+			cmd := childCmd(t, ctx, role, dialEnv+"="+startPong(t))
+			out, err := cmd.Output()
+			t.Logf("child output:\n%s", out)
+			if err != nil {
+				t.Fatalf("child: %v; stderr: %s", err, cmd.Stderr)
+			}
+			if n, want := strings.Count(string(out), "OK "), len(socketChecks([2]int{}))+len(listenerChecks(nil)); n != want {
+				t.Errorf("%d checks passed, want %d", n, want)
+			}
+			wantFilter := "libseccomp"
+			if role == roleSockets && enginePrecompiled != nil {
+				wantFilter = "precompiled"
+			}
+			if !strings.Contains(string(out), "INFO filter "+wantFilter+"\n") {
+				t.Errorf("the child did not report the %s filter", wantFilter)
+			}
+		})
 	}
 }
 
@@ -490,13 +503,19 @@ func servePong(ln net.Listener) {
 }
 
 // TestLightSeccomp: the deny-list refuses mount and ptrace, allows the rest.
+// The filter is the precompiled program where one exists, and the one
+// libseccomp builds at run time.
 func TestLightSeccomp(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), childTimeout)
-	defer cancel()
-	cmd := childCmd(t, ctx, roleLight)
-	out, err := cmd.Output()
-	if err != nil || !strings.Contains(string(out), "OK light") {
-		t.Fatalf("child: %v\n%s\nstderr: %s", err, out, cmd.Stderr)
+	for _, role := range []string{roleLight, roleLightLibseccomp} {
+		t.Run(role, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), childTimeout)
+			defer cancel()
+			cmd := childCmd(t, ctx, role)
+			out, err := cmd.Output()
+			if err != nil || !strings.Contains(string(out), "OK light") {
+				t.Fatalf("child: %v\n%s\nstderr: %s", err, out, cmd.Stderr)
+			}
+		})
 	}
 }
 

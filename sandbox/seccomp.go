@@ -12,15 +12,23 @@ import (
 )
 
 // ApplySeccomp installs the engine's allow-list filter (--enable-seccomp) on
-// every thread of the process (libseccomp-golang sets TSYNC on new
-// filters) and on every thread created later. Syscalls outside the list fail
-// with EPERM (a few that runtimes probe with ENOSYS); the policy is in
-// seccomp_rules.go. It also sets no_new_privs. Call it once, when the engine
-// has made everything the filter forbids (unix sockets, listeners, files
-// opened for writing); a second call fails, as the filter refuses
-// seccomp(2) itself.
+// every thread of the process (TSYNC) and on every thread created later.
+// Syscalls outside the list fail with EPERM (a few that runtimes probe with
+// ENOSYS); the policy is in seccomp_rules.go. It also sets no_new_privs.
+// Call it once, when the engine has made everything the filter forbids
+// (unix sockets, listeners, files opened for writing); a second call fails,
+// as the filter refuses seccomp(2) itself. Where a precompiled program
+// exists (seccomp_bpf.go) it is loaded as is; otherwise libseccomp builds
+// the same filter.
 func ApplySeccomp() error {
-	f, _, err := newEngineFilter(os.Getpid())
+	pid := os.Getpid()
+	if enginePrecompiled != nil {
+		err := loadPrecompiled(enginePrecompiled.instantiate(pid), true)
+		if !errors.Is(err, errNoFastPath) {
+			return err
+		}
+	}
+	f, _, err := newEngineFilter(pid)
 	if err != nil {
 		return err
 	}
@@ -59,21 +67,37 @@ func Confine(enableSandbox, enableSeccomp bool) error {
 // nothing. Filters survive execve: call it only after the last engine that
 // must still enter --enable-sandbox has been started.
 func ApplyLightSeccomp() error {
-	f, err := seccomp.NewFilter(seccomp.ActAllow)
-	if err != nil {
-		return fmt.Errorf("seccomp: new filter: %w", err)
-	}
-	defer f.Release()
-	deny := seccomp.ActErrno.SetReturnCode(int16(unix.EPERM))
-	for _, name := range lightDenyNames {
-		if _, err := addRule(f, name, deny); err != nil {
+	if lightPrecompiled != nil {
+		err := loadPrecompiled(lightPrecompiled.instantiate(0), false)
+		if !errors.Is(err, errNoFastPath) {
 			return err
 		}
 	}
+	f, err := newLightFilter()
+	if err != nil {
+		return err
+	}
+	defer f.Release()
 	if err := f.Load(); err != nil {
 		return fmt.Errorf("seccomp: load filter: %w", err)
 	}
 	return nil
+}
+
+// newLightFilter builds (without loading) ApplyLightSeccomp's filter.
+func newLightFilter() (*seccomp.ScmpFilter, error) {
+	f, err := seccomp.NewFilter(seccomp.ActAllow)
+	if err != nil {
+		return nil, fmt.Errorf("seccomp: new filter: %w", err)
+	}
+	deny := seccomp.ActErrno.SetReturnCode(int16(unix.EPERM))
+	for _, name := range lightDenyNames {
+		if _, err := addRule(f, name, deny); err != nil {
+			f.Release()
+			return nil, err
+		}
+	}
+	return f, nil
 }
 
 // LibseccompVersion returns the version of the libseccomp the binary runs

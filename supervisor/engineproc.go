@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/slirp4netns-go/slirp4netns/ipc"
 	"github.com/slirp4netns-go/slirp4netns/ipc/proto"
+	"github.com/slirp4netns-go/slirp4netns/policy"
 	"github.com/slirp4netns-go/slirp4netns/sandbox"
 )
 
@@ -81,6 +84,11 @@ func engineCommand(sandboxed bool, peer *os.File, stderr io.Writer) *exec.Cmd {
 	cmd := exec.Command("/proc/self/exe")
 	cmd.Args = []string{"slirp4netns-engine"}
 	cmd.Env = append(childEnv(), ModeEnv+"="+ModeEngine)
+	if _, set := os.LookupEnv("GOMAXPROCS"); !set {
+		// The engine's runtime then starts with its Ps rather than
+		// dropping the extra ones later (policy.EngineProcs).
+		cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(policy.EngineProcs(runtime.NumCPU())))
+	}
 	if sandboxed {
 		// The sandbox is entered by a constructor before the engine's Go
 		// runtime starts (package sandbox), so it is chosen by environment.
