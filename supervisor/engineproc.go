@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
@@ -13,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/slirp4netns-go/slirp4netns/ipc"
 	"github.com/slirp4netns-go/slirp4netns/ipc/proto"
@@ -39,6 +42,8 @@ type engineProc struct {
 	errMu  sync.Mutex
 	fatal  error // why the engine ended, if it reported it
 	waited chan error
+
+	killOnce sync.Once
 }
 
 // spawnEngine re-executes this binary as the engine. The engine then waits
@@ -204,22 +209,64 @@ func (e *engineProc) RemoveForward(ctx context.Context, id int) error {
 // Done is closed when the engine's ipc connection ends (it exited or died).
 func (e *engineProc) Done() <-chan struct{} { return e.done }
 
-// shutdown asks the engine to exit and waits a bounded time, then kills it.
-func (e *engineProc) shutdown(timeout time.Duration) {
-	_ = e.conn.SendBody(ipc.TypeShutdown, 0, nil)
-	select {
-	case <-e.waited:
-	case <-time.After(timeout):
-		e.kill()
-		return
-	}
-	e.conn.Close()
+// kill ends the engine at once and waits until it is gone. This is also
+// how the supervisor stops it at exit: the engine holds nothing that needs
+// an orderly close (the supervisor owns the API socket, the BESS socket
+// file and the forwards' listening sockets; the kernel closes the engine's
+// TAP and sockets when it dies, as it does for the C slirp4netns, which
+// simply exits), so its own teardown (resetting every guest connection
+// into a TAP about to vanish, stopping the netstack's goroutines) would
+// only cost time and CPU just when podman tears the container down.
+// It may be called more than once.
+func (e *engineProc) kill() {
+	e.killOnce.Do(func() {
+		_ = e.cmd.Process.Kill()
+		<-e.waited
+		e.conn.Close()
+	})
 }
 
-func (e *engineProc) kill() {
-	_ = e.cmd.Process.Kill()
-	<-e.waited
-	e.conn.Close()
+// closeInheritedOnExec marks every descriptor from 3 up close-on-exec, so
+// that the engine and the helper inherit only what they are handed (Go's
+// exec closes only close-on-exec descriptors, and what our caller passed
+// us is not): not the caller's --ready-fd, whose reader would otherwise
+// see EOF only when the engine exits (the C slirp4netns closes it right
+// after writing "1"), nor its --exit-fd or whatever else it left open,
+// which a sandboxed engine has no business holding.
+func closeInheritedOnExec() error {
+	if unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC) == nil {
+		return nil
+	}
+	// Before Linux 5.11, or close_range refused by a caller's seccomp
+	// filter: one by one.
+	return markEachCloseOnExec()
+}
+
+// markEachCloseOnExec marks the descriptors from 3 up listed in
+// /proc/self/fd close-on-exec.
+func markEachCloseOnExec() error {
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return wrapCloexec(err)
+	}
+	for _, e := range fds {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd < 3 {
+			continue
+		}
+		// The directory's own descriptor is gone by now: EBADF is fine.
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil && err != unix.EBADF {
+			return wrapCloexec(err)
+		}
+	}
+	return nil
+}
+
+func wrapCloexec(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("mark inherited descriptors close-on-exec: %w", err)
 }
 
 // childEnv is our environment without any of the variables that steer a

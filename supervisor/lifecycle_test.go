@@ -6,8 +6,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -19,6 +21,24 @@ import (
 // reports ready and serves until told to shut down. (Not _SLIRP4NETNS_*:
 // childEnv strips those.)
 const fakeEngineEnv = "SUPERVISOR_TEST_FAKE_ENGINE"
+
+// fakeEngineLogEnv names a file the fake engine appends its PID and the
+// type of every message it receives to, one a line.
+const fakeEngineLogEnv = "SUPERVISOR_TEST_FAKE_ENGINE_LOG"
+
+// fakeLog appends line to the fake engine's log, if it has one.
+func fakeLog(line string) {
+	path := os.Getenv(fakeEngineLogEnv)
+	if path == "" {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fmt.Fprintln(f, line)
+}
 
 func TestMain(m *testing.M) {
 	if os.Getenv(ModeEnv) == ModeEngine {
@@ -35,13 +55,15 @@ func fakeEngine(mode string) int {
 		return 2
 	}
 	defer conn.Close()
-	_, files, err := conn.Recv()
+	fakeLog(fmt.Sprint("pid ", os.Getpid()))
+	m, files, err := conn.Recv()
 	for _, f := range files {
 		f.Close()
 	}
 	if err != nil {
 		return 2
 	}
+	fakeLog(m.Type)
 	switch mode {
 	case "fail":
 		_ = conn.Send(ipc.Message{Type: ipc.TypeError, Error: "fake engine cannot start"})
@@ -56,6 +78,9 @@ func fakeEngine(mode string) int {
 		m, files, err := conn.Recv()
 		for _, f := range files {
 			f.Close()
+		}
+		if err == nil {
+			fakeLog(m.Type)
 		}
 		if err != nil || m.Type == ipc.TypeShutdown {
 			return 0
@@ -137,5 +162,117 @@ func TestExitFDAfterReady(t *testing.T) {
 	}
 	if ready != "1" {
 		t.Errorf("ready fd got %q, want \"1\"", ready)
+	}
+}
+
+// TestExitKillsEngine: at exit the supervisor kills the engine rather
+// than asking it for an orderly close (which only costs time and CPU: the
+// engine holds nothing that needs one), and the engine is gone when the
+// supervisor returns.
+func TestExitKillsEngine(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "engine.log")
+	t.Setenv(fakeEngineLogEnv, log)
+	exitR, exitW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer exitR.Close()
+	// Close the exit-fd once the engine has its start message (or after
+	// 10 s at most), so that it runs when the supervisor stops it.
+	go func() {
+		defer exitW.Close()
+		for range 1000 {
+			if b, _ := os.ReadFile(log); strings.Contains(string(b), ipc.TypeEngineStart) {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	if _, out, err := lifecycle(t, "ready", exitR); err != nil {
+		t.Fatalf("main = %v\noutput:\n%s", err, out)
+	}
+	b, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "pid ") || lines[1] != ipc.TypeEngineStart {
+		t.Fatalf("the engine's log: %q; want its PID, then only %q", lines, ipc.TypeEngineStart)
+	}
+	var pid int
+	if _, err := fmt.Sscan(strings.TrimPrefix(lines[0], "pid "), &pid); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Kill(pid, 0); err != unix.ESRCH {
+		t.Errorf("kill(engine %d, 0) after the supervisor returned: %v, want ESRCH", pid, err)
+	}
+}
+
+// TestAfterReady: the after-ready hook (Main lowers GOMAXPROCS there) runs
+// once, when the ready fd already holds its "1" and is closed for good:
+// its reader sees EOF although the engine runs, because the engine does
+// not inherit it (closeInheritedOnExec), as the C version, which has no
+// child then, closes it.
+func TestAfterReady(t *testing.T) {
+	t.Setenv(fakeEngineEnv, "ready")
+	dir := t.TempDir()
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer readyR.Close()
+	readyFD, err := unix.Dup(int(readyW.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readyW.Close()
+	exitR, exitW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer exitR.Close()
+	exitW.Close()
+	opts, err := ParseArgs([]string{"--target-type=bess", "-r", fmt.Sprint(readyFD), "-e", fmt.Sprint(exitR.Fd()),
+		filepath.Join(dir, "bess.sock")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []string
+	var out bytes.Buffer
+	s := &run{cfg: opts.Config, stdout: &out, stderr: &out, afterReady: func() {
+		// All there already; the deadline only bounds a failure.
+		_ = readyR.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b, err := io.ReadAll(readyR)
+		seen = append(seen, fmt.Sprintf("%q %v", b, err))
+	}}
+	if err := s.main(); err != nil {
+		t.Fatalf("main = %v\noutput:\n%s", err, out.String())
+	}
+	if want := []string{`"1" <nil>`}; !slices.Equal(seen, want) {
+		t.Errorf("after-ready hook saw %q, want %q", seen, want)
+	}
+}
+
+// TestCloseInheritedOnExec: both ways of marking inherited descriptors
+// close-on-exec reach a descriptor opened without the flag.
+func TestCloseInheritedOnExec(t *testing.T) {
+	for name, mark := range map[string]func() error{
+		"close_range": closeInheritedOnExec,
+		"one by one":  markEachCloseOnExec,
+	} {
+		var p [2]int
+		if err := unix.Pipe2(p[:], 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := mark(); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+		for _, fd := range p {
+			flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+			if err != nil || flags&unix.FD_CLOEXEC == 0 {
+				t.Errorf("%s: fd %d flags %#x, %v; want FD_CLOEXEC", name, fd, flags, err)
+			}
+			unix.Close(fd)
+		}
 	}
 }

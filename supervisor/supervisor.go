@@ -20,11 +20,8 @@ import (
 	"github.com/slirp4netns-go/slirp4netns/supervisor/api"
 )
 
-// Timeouts of the supervisor's own steps.
-const (
-	helperTimeout   = 15 * time.Second
-	shutdownTimeout = 2 * time.Second
-)
+// helperTimeout bounds the opening of the TAP in the target's namespaces.
+const helperTimeout = 15 * time.Second
 
 // offloadEnv disables the TAP's virtio-net header offloads (for benchmarks
 // and for comparing against the plain TAP path).
@@ -49,7 +46,7 @@ func Main(args []string) int {
 		PrintVersion(os.Stdout, versionInfo())
 		return 0
 	}
-	s := &run{cfg: opts.Config, stdout: os.Stdout, stderr: os.Stderr}
+	s := &run{cfg: opts.Config, stdout: os.Stdout, stderr: os.Stderr, afterReady: oneProc}
 	if err := s.main(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -68,6 +65,23 @@ type run struct {
 	api    *api.Server
 	apiLn  *net.UnixListener
 	bess   *bessSocket // --target-type=bess: the socket file to remove
+
+	// afterReady, if set, runs once --ready-fd has been written.
+	afterReady func()
+}
+
+// oneProc leaves the supervisor a single P once it is ready: from then on
+// it only waits and relays the odd API request, and with one P the runtime
+// keeps no second thread spinning for work whenever a goroutine wakes
+// (eight interleaved comparisons of 41 lifetimes each: a median of ~0.5 ms
+// less CPU per lifetime of ~15 ms, start-up unchanged). Before ready both
+// Ps matter: with one from the start, the TAP's configuration no longer
+// overlaps the engine's fork and --ready-fd comes 1-3 ms later. A
+// GOMAXPROCS the user set wins.
+func oneProc() {
+	if _, set := os.LookupEnv("GOMAXPROCS"); !set {
+		runtime.GOMAXPROCS(1)
+	}
 }
 
 func (s *run) main() error {
@@ -75,6 +89,9 @@ func (s *run) main() error {
 		return err
 	}
 	if err := CheckFDs(s.cfg); err != nil {
+		return err
+	}
+	if err := closeInheritedOnExec(); err != nil {
 		return err
 	}
 	if err := CheckOutbound(s.cfg); err != nil {
@@ -154,7 +171,13 @@ func (s *run) start() error {
 	if s.apiLn != nil {
 		s.serveAPI()
 	}
-	return s.signalReady()
+	if err := s.signalReady(); err != nil {
+		return err
+	}
+	if s.afterReady != nil {
+		s.afterReady()
+	}
+	return nil
 }
 
 // spawnAndOpen starts the engine process and opens the link at the same
@@ -422,7 +445,7 @@ func (s *run) cleanup() {
 		s.apiLn.Close()
 	}
 	if s.engine != nil {
-		s.engine.shutdown(shutdownTimeout)
+		s.engine.kill()
 	}
 	if s.bess != nil {
 		s.bess.remove()

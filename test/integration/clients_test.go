@@ -987,3 +987,38 @@ func startInPodmanLayout(t *testing.T, bin string) time.Duration {
 	}
 	return took
 }
+
+// TestHelpProbe: the --help probe podman runs before every container
+// (exec, CombinedOutput) gets the C slirp4netns's text, for each help form
+// our binary answers before its Go runtime starts (cmd/slirp4netns/
+// fasthelp.c), and the same bytes as the Go path gives (the same form
+// twice: only a lone form takes the fast path). The C version prints its
+// argv[0], so every binary runs as "slirp4netns".
+func TestHelpProbe(t *testing.T) {
+	t.Parallel()
+	bin, err := slirpBin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe := func(path string, args ...string) string {
+		cmd := exec.Command(path, args...)
+		cmd.Args[0] = "slirp4netns"
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Errorf("%s %q: %v\n%s", path, args, err, out)
+		}
+		return string(out)
+	}
+	want := probe("/usr/bin/slirp4netns", "--help")
+	if !strings.Contains(want, "--enable-sandbox") {
+		t.Fatalf("the C slirp4netns's --help: %q", want)
+	}
+	for _, form := range []string{"--help", "-h", "--h", "--he", "--hel"} {
+		if got := probe(bin, form); got != want {
+			t.Errorf("%s %s:\n%s\nthe C slirp4netns --help:\n%s", bin, form, got, want)
+		}
+		if got := probe(bin, form, form); got != want {
+			t.Errorf("%s %s %s:\n%s\nthe C slirp4netns --help:\n%s", bin, form, form, got, want)
+		}
+	}
+}
