@@ -112,7 +112,7 @@ func (s *relaySched) remove(c *relayConn) {
 // out asks for EPOLLOUT too (only while a write to the host is pending, so
 // that a writable socket does not wake the poller for nothing).
 func (s *relaySched) ctl(op int, c *relayConn, out bool) error {
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLPRI | unix.EPOLLET}
 	if out {
 		ev.Events |= unix.EPOLLOUT
 	}
@@ -208,40 +208,70 @@ func (s *relaySched) work() {
 }
 
 // poll waits for host socket events and runs the ready connections itself.
+//
+// It runs them inside one long RawConn.Read: each Read starts by clearing
+// the epoll fd's readiness in Go's poller, so a fresh Read would need an
+// epoll_wait to learn that nothing came in meanwhile. Within one Read, an
+// event that arrives after a harvest marks the epoll fd readable again
+// (the kernel wakes the parent epoll on every event), so once a harvest
+// came back short the poller can park without asking again: one
+// epoll_wait per wake-up instead of two.
 func (s *relaySched) poll() {
 	defer s.e.wg.Done()
 	defer s.wg.Done()
 	events := make([]unix.EpollEvent, pollEventBatch)
-	var n int
 	var werr error
 	wait := func(epfd uintptr) bool {
-		n, werr = rawEpollPoll(int(epfd), events)
-		return n != 0 || (werr != nil && werr != unix.EINTR)
-	}
-	for {
-		if err := s.rc.Read(wait); err != nil {
-			if !s.isClosed() {
-				s.e.logf("relay: wait for epoll: %v", err)
-			}
-			return
-		}
-		if werr != nil {
-			s.e.logf("relay: epoll_wait: %v", werr)
-			return
-		}
-		for i := range n {
-			s.mu.Lock()
-			c := s.conns[connIDOf(&events[i])]
-			s.mu.Unlock()
-			if c == nil {
+		for {
+			n, err := rawEpollPoll(int(epfd), events)
+			switch {
+			case err == unix.EINTR:
 				continue
+			case err != nil:
+				werr = err
+				return true
+			case n == 0:
+				return false
 			}
-			if events[i].Events&unix.EPOLLERR != 0 {
-				c.hostError.Store(true)
+			s.dispatch(events[:n])
+			if n < len(events) {
+				return false
 			}
-			c.hostReady.Store(true)
-			s.runNow(c)
 		}
+	}
+	err := s.rc.Read(wait)
+	switch {
+	case werr != nil:
+		s.e.logf("relay: epoll_wait: %v", werr)
+	case err != nil && !s.isClosed():
+		s.e.logf("relay: wait for epoll: %v", err)
+	}
+}
+
+// hostDrainEvents are the epoll events after which a short read from the
+// host socket does not prove it empty (see relayConn.hostDrain).
+const hostDrainEvents = unix.EPOLLRDHUP | unix.EPOLLPRI | unix.EPOLLHUP | unix.EPOLLERR
+
+// dispatch runs the connections of a batch of epoll events.
+func (s *relaySched) dispatch(events []unix.EpollEvent) {
+	for i := range events {
+		s.mu.Lock()
+		c := s.conns[connIDOf(&events[i])]
+		s.mu.Unlock()
+		if c == nil {
+			continue
+		}
+		if events[i].Events&unix.EPOLLERR != 0 {
+			c.hostError.Store(true)
+		}
+		if events[i].Events&hostDrainEvents != 0 && !c.hostDrain.Load() {
+			c.hostDrain.Store(true)
+		}
+		if events[i].Events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			c.hostWritable.Store(true)
+		}
+		c.hostReady.Store(true)
+		s.runNow(c)
 	}
 }
 

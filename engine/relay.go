@@ -61,18 +61,34 @@ type relayConn struct {
 	// sets it on every event; a run clears it before reading until EAGAIN,
 	// so that runs woken by gVisor skip a read that would fail.
 	hostReady atomic.Bool
+	// hostDrain: the poller saw an event (EOF, urgent data, an error)
+	// after which the relay reads the host socket until EAGAIN or EOF.
+	// Until then a short read proves the socket empty: a stream socket
+	// returns less than asked only when its queue ran dry (or at an
+	// urgent mark, which comes with EPOLLPRI), and data that arrives later
+	// is a new edge-triggered event. That saves a read that would fail
+	// with EAGAIN after every message.
+	hostDrain atomic.Bool
+	// guestPending: gVisor signalled an event on the endpoint since the
+	// last run began; hostWritable: the poller saw EPOLLOUT. A run looks
+	// at the guest side only after one of them (or when the last run ran
+	// out of budget there), so that a run woken by host data goes
+	// straight to it.
+	guestPending atomic.Bool
+	hostWritable atomic.Bool
 
-	mu       sync.Mutex   // held by whoever runs the connection; guards the rest
-	done     bool         // both sides closed
-	inSet    bool         // counted in set (finish removes it)
-	guestEOF bool         // the guest's FIN was passed on (host write side shut down)
-	hostEOF  bool         // the host's FIN was passed on (guest write side shut down)
-	outArmed bool         // EPOLLOUT is in the epoll set
-	buf      *[]byte      // host data the guest has not taken yet
-	off, end int          // its unsent part
-	rd       bytes.Reader // payloader over buf[off:end]
-	g        gather       // guest data being written to the host
-	consume  discard      // consumes what the host took
+	mu        sync.Mutex   // held by whoever runs the connection; guards the rest
+	done      bool         // both sides closed
+	inSet     bool         // counted in set (finish removes it)
+	guestEOF  bool         // the guest's FIN was passed on (host write side shut down)
+	hostEOF   bool         // the host's FIN was passed on (guest write side shut down)
+	outArmed  bool         // EPOLLOUT is in the epoll set
+	guestMore bool         // guestToHost stopped at its budget
+	buf       *[]byte      // host data the guest has not taken yet
+	off, end  int          // its unsent part
+	rd        bytes.Reader // payloader over buf[off:end]
+	g         gather       // guest data being written to the host
+	consume   discard      // consumes what the host took
 }
 
 // start relays between ep (whose waiter queue is wq) and the host socket
@@ -81,7 +97,11 @@ func (s *relaySched) start(ep tcpip.Endpoint, wq *waiter.Queue, fd int, set *con
 	// hostReady starts false: data already queued on the socket shows as
 	// an event when the socket joins the epoll set.
 	c := &relayConn{s: s, set: set, ep: ep, wq: wq, fd: fd}
-	c.entry = waiter.NewFunctionEntry(guestEvents, func(waiter.EventMask) { s.schedule(c) })
+	c.guestPending.Store(true) // whatever arrived before the registration
+	c.entry = waiter.NewFunctionEntry(guestEvents, func(waiter.EventMask) {
+		c.guestPending.Store(true)
+		s.schedule(c)
+	})
 	c.mu.Lock()
 	wq.EventRegister(&c.entry)
 	ok := s.add(c)
@@ -144,7 +164,18 @@ func (c *relayConn) run() bool {
 	if c.done {
 		return false
 	}
-	more, err := c.guestToHost()
+	var more bool
+	var err error
+	// Both flags are cleared before the guest is looked at: an event that
+	// comes in during the run sets them again and runs c once more.
+	guest := c.guestPending.Swap(false)
+	if c.hostWritable.Swap(false) || c.guestMore {
+		guest = true
+	}
+	if guest {
+		more, err = c.guestToHost()
+		c.guestMore = more
+	}
 	if err == nil {
 		var more2 bool
 		more2, err = c.hostToGuest()
@@ -232,6 +263,9 @@ func (c *relayConn) hostToGuest() (more bool, err error) {
 		if blocked, err := c.flushToGuest(); blocked || err != nil {
 			c.hostReady.Store(true)
 			return false, err
+		}
+		if n < copyBufSize && !c.hostDrain.Load() {
+			return false, nil // a short read: the socket is empty
 		}
 	}
 }

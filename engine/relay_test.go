@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 )
 
@@ -357,4 +358,81 @@ func BenchmarkIdleConnections(b *testing.B) {
 	b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/n, "heapB/conn")
 	b.ReportMetric(float64(after.StackInuse-before.StackInuse)/n, "stackB/conn")
 	b.ReportMetric(float64(runtime.NumGoroutine()), "goroutines")
+}
+
+// TestRelayRoundTrips: many one-byte exchanges (each host read is short,
+// so the relay takes the socket as empty without a read that fails), then
+// a last message with the FIN right behind it, in both directions.
+func TestRelayRoundTrips(t *testing.T) {
+	noLeaks(t)
+	srv, conns := hostServer(t)
+	tb := newTestBed(t, testConfig())
+	g, h := relayPair(t, tb, srv, conns)
+	deadline := time.Now().Add(10 * time.Second)
+	g.SetDeadline(deadline)
+	h.SetDeadline(deadline)
+	buf := make([]byte, 1)
+	for i := range 200 {
+		b := []byte{byte(i)}
+		if _, err := g.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(h, buf); err != nil || buf[0] != b[0] {
+			t.Fatalf("exchange %d: host read %v (%v), want %v", i, buf, err, b)
+		}
+		if _, err := h.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(g, buf); err != nil || buf[0] != b[0] {
+			t.Fatalf("exchange %d: guest read %v (%v), want %v", i, buf, err, b)
+		}
+	}
+	if _, err := h.Write([]byte("bye")); err != nil {
+		t.Fatal(err)
+	}
+	h.CloseWrite()
+	if got, err := io.ReadAll(g); err != nil || string(got) != "bye" {
+		t.Fatalf("guest read %q (%v), want \"bye\" then EOF", got, err)
+	}
+	if _, err := g.Write([]byte("ciao")); err != nil {
+		t.Fatal(err)
+	}
+	g.CloseWrite()
+	if got, err := io.ReadAll(h); err != nil || string(got) != "ciao" {
+		t.Fatalf("host read %q (%v), want \"ciao\" then EOF", got, err)
+	}
+	eventually(t, 5*time.Second, "relayed connections to end", func() bool { return relayCount(tb.eng) == 0 })
+}
+
+// TestRelayUrgentData: a host read stops short at an urgent mark while
+// data follows it; the relay must not take that short read for an empty
+// socket (the event carries EPOLLPRI), or the rest would wait for the
+// host's next segment. Without SO_OOBINLINE the urgent byte itself is not
+// part of the stream.
+func TestRelayUrgentData(t *testing.T) {
+	noLeaks(t)
+	srv, conns := hostServer(t)
+	tb := newTestBed(t, testConfig())
+	g, h := relayPair(t, tb, srv, conns)
+	g.SetDeadline(time.Now().Add(10 * time.Second))
+	rc, err := h.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	send := func(b []byte, flags int) {
+		if err := rc.Write(func(fd uintptr) bool {
+			serr = unix.Send(int(fd), b, flags)
+			return true
+		}); err != nil || serr != nil {
+			t.Fatalf("send: %v %v", err, serr)
+		}
+	}
+	send([]byte("abc"), 0)
+	send([]byte("X"), unix.MSG_OOB)
+	send([]byte("def"), 0)
+	got := make([]byte, 6)
+	if _, err := io.ReadFull(g, got); err != nil || string(got) != "abcdef" {
+		t.Fatalf("guest read %q (%v), want \"abcdef\"", got, err)
+	}
 }
