@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -89,10 +90,19 @@ func closeAsync(e *Engine) <-chan struct{} {
 // waitClosed fails the test unless Close returns within closeGuard.
 func waitClosed(t *testing.T, closed <-chan struct{}, what string) {
 	t.Helper()
+	awaitGuarded(t, closed, func() {}, fmt.Sprintf("Engine.Close still waiting after %v: %s", closeGuard, what))
+}
+
+// awaitGuarded waits for ch; if closeGuard passes first (a hang, not a
+// timing check), it runs unblock (so that nothing stays stuck after the
+// test) and fails with msg.
+func awaitGuarded(t *testing.T, ch <-chan struct{}, unblock func(), msg string) {
+	t.Helper()
 	select {
-	case <-closed:
+	case <-ch:
 	case <-time.After(closeGuard):
-		t.Fatalf("Engine.Close still waiting after %v: %s", closeGuard, what)
+		unblock()
+		t.Fatal(msg)
 	}
 }
 
@@ -164,19 +174,9 @@ func TestCloseAbortsHandshakeStartedLate(t *testing.T) {
 	sentinel := closeSentinel(t, e)
 
 	synFrom(ep, 30000, port)
-	select {
-	case <-reached:
-	case <-time.After(closeGuard):
-		e.Close()
-		t.Fatal("the guest's SYN never reached its handshake")
-	}
+	awaitGuarded(t, reached, func() { e.Close() }, "the guest's SYN never reached its handshake")
 	closed := closeAsync(e)
-	select {
-	case <-sentinel:
-	case <-time.After(closeGuard):
-		close(release)
-		t.Fatal("stack.Close never aborted the sentinel listener")
-	}
+	awaitGuarded(t, sentinel, func() { close(release) }, "stack.Close never aborted the sentinel listener")
 	close(release) // the handshake starts now, after stack.Close's abort
 	waitClosed(t, closed, "a handshake that started while it closed the stack")
 	// The attempt did start its handshake (after the abort: not a vacuous
@@ -207,12 +207,7 @@ func TestCloseRefusesHandshakeAfterClose(t *testing.T) {
 	sentinel := closeSentinel(t, e)
 
 	synFrom(ep, 30000, port)
-	select {
-	case <-reached:
-	case <-time.After(closeGuard):
-		e.Close()
-		t.Fatal("the first SYN never reached its handshake")
-	}
+	awaitGuarded(t, reached, func() { e.Close() }, "the first SYN never reached its handshake")
 	e.tcp.schedMu.Lock()
 	synFrom(ep, 30001, port) // handled synchronously
 	e.tcp.mu.Lock()
@@ -225,13 +220,10 @@ func TestCloseRefusesHandshakeAfterClose(t *testing.T) {
 		t.Fatal("the second SYN was not taken as a connection attempt")
 	}
 	closed := closeAsync(e)
-	select {
-	case <-sentinel:
-	case <-time.After(closeGuard):
+	awaitGuarded(t, sentinel, func() {
 		e.tcp.schedMu.Unlock()
 		close(release)
-		t.Fatal("stack.Close never aborted the sentinel listener")
-	}
+	}, "stack.Close never aborted the sentinel listener")
 	e.tcp.schedMu.Unlock() // the second attempt dials and reaches its handshake now
 	flags, ok := tcpReplyTo(ep, 30001)
 	close(release)

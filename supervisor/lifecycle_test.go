@@ -95,17 +95,7 @@ func lifecycle(t *testing.T, mode string, exitFD *os.File) (ready, output string
 	t.Helper()
 	t.Setenv(fakeEngineEnv, mode)
 	dir := t.TempDir()
-	readyR, readyW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer readyR.Close()
-	// signalReady closes the fd it writes to: give it a copy of its own.
-	readyFD, err := unix.Dup(int(readyW.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	readyW.Close()
+	readyR, readyFD := readyPipe(t)
 	args := []string{"--target-type=bess", "-r", fmt.Sprint(readyFD), "--api-socket", filepath.Join(dir, "api.sock")}
 	if exitFD != nil {
 		args = append(args, "-e", fmt.Sprint(exitFD.Fd()))
@@ -216,16 +206,7 @@ func TestExitKillsEngine(t *testing.T) {
 func TestAfterReady(t *testing.T) {
 	t.Setenv(fakeEngineEnv, "ready")
 	dir := t.TempDir()
-	readyR, readyW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer readyR.Close()
-	readyFD, err := unix.Dup(int(readyW.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	readyW.Close()
+	readyR, readyFD := readyPipe(t)
 	exitR, exitW, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -275,4 +256,22 @@ func TestCloseInheritedOnExec(t *testing.T) {
 			unix.Close(fd)
 		}
 	}
+}
+
+// readyPipe returns a pipe for --ready-fd: its read end (closed when the
+// test ends) and a bare descriptor of its write end, which the supervisor
+// owns (signalReady closes the fd it writes to).
+func readyPipe(t *testing.T) (*os.File, int) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	fd, err := unix.Dup(int(w.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	return r, fd
 }
