@@ -20,14 +20,19 @@ import (
 // TCP buffer sizes. The maximum bounds what receive-buffer moderation may
 // grow one connection's window to, and with it the engine's memory under a
 // bulk transfer. Measured with iperf3 through a TAP (netbench-like, 3 s,
-// both directions and MTUs): a 2 MiB maximum moves as much as 8 MiB did
+// both directions and MTUs): a 2 MiB maximum moved as much as 8 MiB did
 // (5-7.5 Gbit/s on the loaded 2-core machine, within noise) while the
-// engine's peak RSS fell from ~27 to ~18 MiB; 1 MiB bought only ~1 MiB
-// more. Buffers grow only when used, so idle connections stay small.
+// engine's peak RSS fell from ~27 to ~18 MiB. 1 MiB (session 3, interleaved
+// netab runs): guest->host 13.0-14.7 vs 11.6-13.5 Gbit/s, host->guest
+// 12.5-13.8 vs 11.7-14.1, the process tree's peak RSS under host->guest
+// 21.7-22.0 vs 22.6-23.0 MiB (the peak of netbench's run, against a 24 MiB
+// bar). A window of 1 MiB is still several times the bandwidth-delay
+// product of a TAP and the host's loopback (~150 KB at 12 Gbit/s and
+// 100 us). Buffers grow only when used, so idle connections stay small.
 const (
 	tcpBufMin     = 4 << 10
 	tcpBufDefault = 1 << 20
-	tcpBufMax     = 2 << 20
+	tcpBufMax     = 1 << 20
 )
 
 // congestionControl is the TCP congestion control of the stack: gVisor's
