@@ -208,13 +208,7 @@ func TestRelayIdleConnectionsCostNoGoroutine(t *testing.T) {
 // TestRelayBackpressure: a host that sends more than the guest takes, and
 // a guest that sends more than the host takes, lose nothing and end.
 func TestRelayBackpressure(t *testing.T) {
-	noLeaks(t)
-	srv, conns := hostServer(t)
-	tb := newTestBed(t, testConfig())
-	g, h := relayPair(t, tb, srv, conns)
-	deadline := time.Now().Add(20 * time.Second)
-	g.SetDeadline(deadline)
-	h.SetDeadline(deadline)
+	_, g, h := relayTestPair(t, 20*time.Second)
 	down := randomBytes(8<<20, 5)
 	up := randomBytes(8<<20, 6)
 	errc := make(chan error, 2)
@@ -364,13 +358,7 @@ func BenchmarkIdleConnections(b *testing.B) {
 // so the relay takes the socket as empty without a read that fails), then
 // a last message with the FIN right behind it, in both directions.
 func TestRelayRoundTrips(t *testing.T) {
-	noLeaks(t)
-	srv, conns := hostServer(t)
-	tb := newTestBed(t, testConfig())
-	g, h := relayPair(t, tb, srv, conns)
-	deadline := time.Now().Add(10 * time.Second)
-	g.SetDeadline(deadline)
-	h.SetDeadline(deadline)
+	tb, g, h := relayTestPair(t, 10*time.Second)
 	buf := make([]byte, 1)
 	for i := range 200 {
 		b := []byte{byte(i)}
@@ -435,4 +423,19 @@ func TestRelayUrgentData(t *testing.T) {
 	if _, err := io.ReadFull(g, got); err != nil || string(got) != "abcdef" {
 		t.Fatalf("guest read %q (%v), want \"abcdef\"", got, err)
 	}
+}
+
+// relayTestPair checks for leaked goroutines, starts a host server and an
+// engine test bed, and returns the bed and one relayed connection's guest
+// and host ends, both with a deadline d from now (a hang guard).
+func relayTestPair(t *testing.T, d time.Duration) (*testBed, *gonet.TCPConn, *net.TCPConn) {
+	t.Helper()
+	noLeaks(t)
+	srv, conns := hostServer(t)
+	tb := newTestBed(t, testConfig())
+	g, h := relayPair(t, tb, srv, conns)
+	deadline := time.Now().Add(d)
+	g.SetDeadline(deadline)
+	h.SetDeadline(deadline)
+	return tb, g, h
 }
