@@ -166,8 +166,6 @@ type Engine struct {
 	pool   *workerPool    // runs them (goFunc), reusing grown stacks
 	conns  connSet        // open host/guest connections, closed by Close
 
-	handshakes handshakeGate // guest TCP handshakes in progress, ended by Close
-
 	tcp  *tcpNAT
 	udp  *udpNAT
 	ping *pinger
@@ -262,8 +260,8 @@ func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
 		e.cancel()
 		// No guest handshake starts from now on: one that did would not be
-		// aborted by stack.Close below (handshakeGate).
-		e.handshakes.close()
+		// aborted by stack.Close below (handshake.go).
+		e.tcp.stopHandshakes()
 		e.fmu.Lock()
 		fwds := make([]*forward, 0, len(e.forwards))
 		for id, f := range e.forwards {
@@ -282,7 +280,7 @@ func (e *Engine) Close() error {
 		e.stack.Close()
 		// Handshakes that began before but registered their endpoint after
 		// stack.Close listed the endpoints it aborts.
-		e.handshakes.drain(e.abortHandshake)
+		e.tcp.drainHandshakes()
 		e.stack.Wait()
 		e.wg.Wait()
 	})

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"sync"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -11,124 +10,84 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
-// handshakeAbortRetry is how often Close looks again for the endpoint of a
-// handshake that began before Close but had not registered it yet (a few
-// instructions' window, unless the goroutine is descheduled).
+// handshakeAbortRetry is how often Close looks again for the endpoints of
+// connection attempts still in flight (one that had not registered its
+// handshake's endpoint yet is a few instructions away from it, unless its
+// goroutine is descheduled).
 const handshakeAbortRetry = 5 * time.Millisecond
 
-// handshakeGate tracks the guest TCP handshakes in progress (the blocking
-// ForwarderRequest.CreateEndpoint) so that Engine.Close can end them.
+// Ending guest handshakes at Close.
 //
 // stack.Close aborts only the endpoints registered when it lists them. A
-// handshake's endpoint registers inside CreateEndpoint, which then blocks
-// until the guest's ACK or until gVisor gives up retransmitting the SYN-ACK
-// (1+2+...+64 = 127 s): one that registered after stack.Close's list kept
-// Close waiting that long (stack.Wait, and the engine's WaitGroup through
-// the connection attempt). So Close first closes the gate (no handshake
-// starts after that), then, after stack.Close, aborts the endpoint of each
-// handshake still in progress, looking again until every one has ended.
-type handshakeGate struct {
-	mu      sync.Mutex
-	closed  bool
-	pending map[stack.TransportEndpointID]struct{}
-	idle    chan struct{} // made by drain; closed when pending empties
+// handshake's endpoint registers inside ForwarderRequest.CreateEndpoint,
+// which then blocks until the guest's ACK or until gVisor gives up
+// retransmitting the SYN-ACK (1+2+...+64 = 127 s): an attempt that
+// registered after stack.Close's list kept Close waiting that long. So
+// Close first stops new handshakes (stopHandshakes), then, after
+// stack.Close, aborts the endpoint of every attempt still in flight
+// (inFlight, which holds each attempt from its SYN until it is handed to
+// the relay or failed), looking again until none is left.
+
+// stopHandshakes makes every later createEndpoint fail.
+func (t *tcpNAT) stopHandshakes() {
+	t.mu.Lock()
+	t.closing = true
+	t.mu.Unlock()
 }
 
-// enter records the start of id's handshake; it returns false once the
-// gate is closed.
-func (g *handshakeGate) enter(id stack.TransportEndpointID) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed {
-		return false
-	}
-	if g.pending == nil {
-		g.pending = make(map[stack.TransportEndpointID]struct{})
-	}
-	g.pending[id] = struct{}{}
-	return true
-}
-
-// leave records the end of id's handshake.
-func (g *handshakeGate) leave(id stack.TransportEndpointID) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	delete(g.pending, id)
-	if len(g.pending) == 0 && g.idle != nil {
-		close(g.idle)
-		g.idle = nil
-	}
-}
-
-// close stops handshakes from starting.
-func (g *handshakeGate) close() {
-	g.mu.Lock()
-	g.closed = true
-	g.mu.Unlock()
-}
-
-// drain calls abort for every handshake in progress until none is left.
-// Call it after close. It ends within a few retries once abort takes
-// effect; at worst (abort never finding an endpoint) when the last
-// handshake times out by itself.
-func (g *handshakeGate) drain(abort func(stack.TransportEndpointID)) {
+// drainHandshakes aborts the handshake endpoint of every connection
+// attempt in flight until none is left. Call it after stopHandshakes and
+// stack.Close. Attempts end within a few retries once their handshake is
+// aborted (or refused by createEndpoint); at worst when the last handshake
+// times out by itself.
+func (t *tcpNAT) drainHandshakes() {
 	for {
-		ids, idle := g.inProgress()
+		ids := t.inFlightIDs()
 		if len(ids) == 0 {
 			return
 		}
 		for _, id := range ids {
-			abort(id)
+			t.abortHandshake(id)
 		}
-		select {
-		case <-idle:
-			return
-		case <-time.After(handshakeAbortRetry):
-		}
+		time.Sleep(handshakeAbortRetry)
 	}
 }
 
-// inProgress lists the handshakes in progress and returns a channel that
-// closes when they have all ended.
-func (g *handshakeGate) inProgress() ([]stack.TransportEndpointID, <-chan struct{}) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if len(g.pending) == 0 {
-		return nil, nil
-	}
-	if g.idle == nil {
-		g.idle = make(chan struct{})
-	}
-	ids := make([]stack.TransportEndpointID, 0, len(g.pending))
-	for id := range g.pending {
+// inFlightIDs lists the connection attempts in flight.
+func (t *tcpNAT) inFlightIDs() []stack.TransportEndpointID {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ids := make([]stack.TransportEndpointID, 0, len(t.inFlight))
+	for id := range t.inFlight {
 		ids = append(ids, id)
 	}
-	return ids, g.idle
+	return ids
 }
 
 // createEndpoint completes the guest's handshake for r (blocking until it
 // is established or has failed), unless the engine is closing: then it
 // fails at once, and the caller resets the guest as for any failure.
 func (t *tcpNAT) createEndpoint(r *tcp.ForwarderRequest, wq *waiter.Queue) (tcpip.Endpoint, tcpip.Error) {
-	id := r.ID()
-	if !t.e.handshakes.enter(id) {
+	t.mu.Lock()
+	closing := t.closing
+	t.mu.Unlock()
+	if closing {
 		return nil, &tcpip.ErrConnectionAborted{}
 	}
-	defer t.e.handshakes.leave(id)
 	if h := t.e.opts.beforeHandshake; h != nil {
-		h(id)
+		h(r.ID())
 	}
 	return r.CreateEndpoint(wq)
 }
 
 // abortHandshake aborts the endpoint of the guest connection id if it is
 // registered; its blocked CreateEndpoint then returns an error.
-func (e *Engine) abortHandshake(id stack.TransportEndpointID) {
+func (t *tcpNAT) abortHandshake(id stack.TransportEndpointID) {
 	proto := header.IPv6ProtocolNumber
 	if id.LocalAddress.Len() == header.IPv4AddressSize {
 		proto = header.IPv4ProtocolNumber
 	}
-	if ep := e.stack.FindTransportEndpoint(proto, tcp.ProtocolNumber, id, nicID); ep != nil {
+	if ep := t.e.stack.FindTransportEndpoint(proto, tcp.ProtocolNumber, id, nicID); ep != nil {
 		ep.Abort()
 	}
 }

@@ -33,9 +33,12 @@ type tcpNAT struct {
 	// inFlight dedupes SYN retransmits and caps connection attempts that
 	// wait for the host dial, in total and per guest address, so that a
 	// guest scanning ports cannot exhaust goroutines or host sockets.
+	// They are also the attempts Close must end (handshake.go); closing
+	// stops new handshakes.
 	mu       sync.Mutex
 	inFlight map[stack.TransportEndpointID]struct{}
 	perSrc   map[tcpip.Address]int
+	closing  bool
 
 	schedMu sync.Mutex
 	sched   *relaySched // see relay
