@@ -46,7 +46,9 @@ const (
 	TypeReply = "reply"
 	// TypeError: a fatal error from the helper or the engine, text in Error.
 	TypeError = "error"
-	// TypeShutdown: supervisor → engine, exit cleanly.
+	// TypeShutdown: → engine, exit cleanly. The supervisor itself kills the
+	// engine at exit (it holds nothing that needs an orderly close); the
+	// engine's tests use this to check its own close path.
 	TypeShutdown = "shutdown"
 )
 
