@@ -156,6 +156,7 @@ type parser struct {
 	// Options whose presence matters even with an empty value, as in the
 	// C version where they are NULL-or-not pointers.
 	netnsTypeSet, usernsPathSet, targetTypeSet, macSet bool
+	outboundSet, outbound6Set                          bool
 
 	stop       bool // -h or -v reached
 	positional []string
@@ -167,7 +168,10 @@ type parser struct {
 // argument and unambiguous prefixes, "--" and permutation of non-options
 // (unless POSIXLY_CORRECT is set). It makes the checks the C version makes
 // while parsing, in its order and with its messages; those errors are
-// *UsageError. TAPNAME defaults to tap0.
+// *UsageError. It also rejects --outbound-addr, --outbound-addr6 and
+// --macaddress given with an empty value, as the C version does later (a
+// plain error: no usage text), and writes a valid MAC address in canonical
+// form. TAPNAME defaults to tap0.
 //
 // Deliberate differences from the C version 1.2.0: TAPNAME is optional;
 // --usersns-path and --users-path (the man page's spellings) are aliases of
@@ -188,6 +192,10 @@ func ParseArgs(args []string) (Options, error) {
 	if err := p.finish(); err != nil {
 		return p.opts, err
 	}
+	if err := p.checkEmptyValues(); err != nil {
+		return p.opts, err
+	}
+	p.canonicalMAC()
 	return p.opts, nil
 }
 
@@ -322,6 +330,12 @@ func (p *parser) apply(id optID, value string) error {
 	id, warning := optionNotice(id)
 	if warning != "" {
 		p.warn(warning)
+	}
+	switch id {
+	case optOutboundAddr:
+		p.outboundSet = true
+	case optOutboundAddr6:
+		p.outbound6Set = true
 	}
 	cfg := &p.opts.Config
 	switch f := plainField(cfg, id).(type) {
@@ -488,6 +502,61 @@ func (p *parser) given() policy.Config {
 		c.MACAddress = placeholder
 	}
 	return c
+}
+
+// checkEmptyValues reports --outbound-addr, --outbound-addr6 or
+// --macaddress given with an empty value, which the C version rejects when
+// it builds its configuration (policy.Config cannot tell such an option
+// from an absent one, so policy.Validate would let it pass). The C version
+// checks the CIDR, then the outbound addresses, then the MAC address: an
+// error it reports before the empty value's is left to policy.Validate and
+// CheckOutbound. Errors are not usage errors, as in the C version.
+func (p *parser) checkEmptyValues() error {
+	cfg := p.opts.Config
+	emptyOut := p.outboundSet && cfg.OutboundAddr == ""
+	emptyOut6 := p.outbound6Set && cfg.OutboundAddr6 == ""
+	emptyMAC := p.macSet && cfg.MACAddress == ""
+	if !emptyOut && !emptyOut6 && !emptyMAC {
+		return nil
+	}
+	if _, err := policy.ParseCIDR(cfg.CIDR); err != nil {
+		return nil
+	}
+	for _, o := range []struct {
+		set   bool
+		value string
+		want6 bool
+	}{{p.outboundSet, cfg.OutboundAddr, false}, {p.outbound6Set, cfg.OutboundAddr6, true}} {
+		switch {
+		case !o.set:
+		case o.value == "":
+			return policy.OutboundError(o.want6)
+		case policy.ValidateOutboundAddr(o.value, o.want6) != nil:
+			return nil
+		default:
+			if _, err := ResolveOutbound(o.value, o.want6); err != nil {
+				return nil
+			}
+		}
+	}
+	if emptyMAC {
+		_, err := policy.ParseMAC("")
+		return err
+	}
+	return nil
+}
+
+// canonicalMAC rewrites a valid --macaddress in the usual two-digit form:
+// the C version accepts one-digit bytes ("2:0:0:0:0:1"), and the helper
+// that sets the address parses the canonical form only.
+func (p *parser) canonicalMAC() {
+	cfg := &p.opts.Config
+	if cfg.MACAddress == "" {
+		return
+	}
+	if mac, err := policy.ParseMAC(cfg.MACAddress); err == nil {
+		cfg.MACAddress = mac.String()
+	}
 }
 
 // finishBESS handles --target-type=bess: one positional, the socket path.

@@ -111,6 +111,10 @@ func TestParseArgs(t *testing.T) {
 		{name: "ipv6 small mtu warns", args: []string{"-6", "-m", "1000", "1234"},
 			warnings: []string{wIPv6, "WARNING: MTU 1000 is below 1280, the IPv6 minimum: IPv6 will not work"},
 			want:     cfgWith(func(c *policy.Config) { c.EnableIPv6, c.MTU = true, 1000 })},
+		{name: "one-digit mac bytes in canonical form", args: []string{"-c", "--macaddress=2:0:0:0:0:A", "1234"},
+			want: cfgWith(func(c *policy.Config) { c.Configure, c.MACAddress = true, "02:00:00:00:00:0a" })},
+		{name: "empty outbound after a bad cidr is left to Validate", args: []string{"--cidr=x", "--outbound-addr=", "1234"},
+			warnings: []string{wOut}, want: cfgWith(func(c *policy.Config) { c.CIDR = "x" })},
 		{name: "empty exit fd is 0 as in C", args: []string{"-e", "", "1234"}, want: cfgWith(func(c *policy.Config) { c.ExitFD = 0 })},
 
 		{name: "help", args: []string{"--help"}, help: true, want: policy.DefaultConfig()},
@@ -301,6 +305,49 @@ var cliCases = []cliCase{
 		ours: &cliResult{usage: true, code: 1, stderr: "existing path expected when --netns-type=path: No such file or directory"}},
 	{name: "bess empty netns type", args: []string{"--target-type=bess", "--netns-type=", "/x"}, usage: true, code: 1,
 		stderr: "--netns-type conflicts with --target-type=bess"},
+	// Options given with an empty value: the C version rejects them when
+	// it builds its configuration, in its order (CIDR, outbound addresses,
+	// MAC address).
+	{name: "empty mac", args: []string{"-c", "--macaddress=", nopid, "t"}, code: 1,
+		stderr: "\"\" is an invalid MAC address.\nmacaddress has to be a valid MAC address (hex string, 6 bytes, each byte separated by a ':')."},
+	{name: "empty outbound", args: []string{"--outbound-addr=", nopid, "t"}, stdout: []string{wOut}, code: 1,
+		stderr: "outbound-addr has to be valid ipv4 address or interface name."},
+	{name: "empty outbound6", args: []string{"--outbound-addr6", "", nopid, "t"}, stdout: []string{wOut6}, code: 1,
+		stderr: "outbound-addr has to be valid ipv4 address or iterface name.",
+		ours:   &cliResult{stdout: []string{wOut6}, code: 1, stderr: "outbound-addr6 has to be valid ipv6 address or interface name."}},
+	{name: "bad cidr before empty outbound", args: []string{"--outbound-addr=", "--cidr=bad", nopid, "t"}, stdout: []string{wOut}, code: 1,
+		stderr: "invalid CIDR: bad"},
+	{name: "bad outbound before empty outbound6", args: []string{"--outbound-addr6=", "--outbound-addr=nosuchif0", nopid, "t"},
+		stdout: []string{wOut6, wOut}, code: 1, stderr: "outbound-addr has to be valid ipv4 address or interface name."},
+	{name: "empty outbound before empty mac", args: []string{"-c", "--macaddress=", "--outbound-addr=", nopid, "t"},
+		stdout: []string{wOut}, code: 1, stderr: "outbound-addr has to be valid ipv4 address or interface name."},
+	{name: "bad mac after good outbound", args: []string{"-c", "--macaddress=", "--outbound-addr=127.0.0.1", nopid, "t"},
+		stdout: []string{wOut}, code: 1,
+		stderr: "\"\" is an invalid MAC address.\nmacaddress has to be a valid MAC address (hex string, 6 bytes, each byte separated by a ':')."},
+	{name: "bess empty outbound", args: []string{"--target-type=bess", "--outbound-addr=", "/nonexistent-h5/b.sock"},
+		stdout: []string{wOut, wBESS}, code: 1, stderr: "outbound-addr has to be valid ipv4 address or interface name."},
+	{name: "mac plus sign", args: []string{"-c", "--macaddress=+2:00:00:00:00:01", nopid, "t"}, noC: true,
+		ours: &cliResult{code: 1, stderr: "\"+2:00:00:00:00:01\" is an invalid MAC address.\nmacaddress has to be a valid MAC address (hex string, 6 bytes, each byte separated by a ':')."}},
+	// inet_pton takes it; an IPv4-mapped source cannot be bound for IPv6.
+	{name: "outbound6 v4-mapped", args: []string{"--outbound-addr6=::ffff:1.2.3.4", nopid, "t"}, noC: true,
+		ours: &cliResult{stdout: []string{wOut6}, code: 1, stderr: "outbound-addr6 has to be valid ipv6 address or interface name."}},
+	// The C version passes an empty TAPNAME to the kernel (which names the
+	// TAP) and truncates a long one; we want a valid interface name.
+	{name: "tap name empty", args: []string{nopid, ""}, noC: true,
+		ours: &cliResult{code: 1, stderr: `TAPNAME must be a valid interface name, not ""`}},
+	{name: "tap name too long", args: []string{nopid, "tap456789abcdef0"}, noC: true,
+		ours: &cliResult{code: 1, stderr: `TAPNAME must be a valid interface name, not "tap456789abcdef0"`}},
+	// MAC addresses the C version's sscanf("%x") loop takes in part or
+	// misreads (it would set 02:00:00:00:00:00 for the first two); we
+	// refuse them with its message.
+	{name: "mac with dashes", args: []string{"-c", "--macaddress=02-00-00-00-00-01", nopid, "t"}, noC: true,
+		ours: &cliResult{code: 1, stderr: "\"02-00-00-00-00-01\" is an invalid MAC address.\nmacaddress has to be a valid MAC address (hex string, 6 bytes, each byte separated by a ':')."}},
+	{name: "mac five bytes", args: []string{"-c", "--macaddress=02:00:00:00:00", nopid, "t"}, noC: true,
+		ours: &cliResult{code: 1, stderr: "\"02:00:00:00:00\" is an invalid MAC address.\nmacaddress has to be a valid MAC address (hex string, 6 bytes, each byte separated by a ':')."}},
+	{name: "mac hex prefix", args: []string{"-c", "--macaddress=0x2:00:00:00:00:01", nopid, "t"}, noC: true,
+		ours: &cliResult{code: 1, stderr: "\"0x2:00:00:00:00:01\" is an invalid MAC address.\nmacaddress has to be a valid MAC address (hex string, 6 bytes, each byte separated by a ':')."}},
+	{name: "mac trailing junk", args: []string{"-c", "--macaddress=02:00:00:00:00:0g", nopid, "t"}, noC: true,
+		ours: &cliResult{code: 1, stderr: "\"02:00:00:00:00:0g\" is an invalid MAC address.\nmacaddress has to be a valid MAC address (hex string, 6 bytes, each byte separated by a ':')."}},
 	{name: "help first in cluster", args: []string{"-h6"}, usage: true, code: 0},
 	{name: "help last in cluster", args: []string{"-6h"}, stdout: []string{wIPv6}, usage: true, code: 0},
 	{name: "warning then help", args: []string{"-6", "--help"}, stdout: []string{wIPv6}, usage: true, code: 0},
@@ -519,8 +566,11 @@ func FuzzParseArgs(f *testing.F) {
 		args := strings.Split(joined, "\x00")
 		opts, err := ParseArgs(args)
 		if err != nil {
+			// Besides usage errors, only an option given an empty value
+			// that the C version refuses after parsing.
 			var ue *UsageError
-			if !errors.As(err, &ue) {
+			if !errors.As(err, &ue) && !strings.HasPrefix(err.Error(), `"" is an invalid MAC address.`) &&
+				!strings.HasPrefix(err.Error(), "outbound-addr") {
 				t.Fatalf("ParseArgs(%q): error %v is not a *UsageError", args, err)
 			}
 			if err.Error() == "" {

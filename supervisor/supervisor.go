@@ -408,10 +408,13 @@ func pollTargetExit(pidfd, stopFD int) bool {
 	}
 }
 
-// pollExitFD closes done on any poll(2) event on fd, as the man page says.
+// pollExitFD closes done on a poll(2) event on fd, as the man page says:
+// hang-up, error or an invalid fd. Like the C version (which polls for
+// G_IO_HUP), it asks for no other event, so that data written to the
+// exit-fd, or an fd that is always readable, does not end slirp4netns.
 func pollExitFD(fd int, done chan<- struct{}) {
 	defer close(done)
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLHUP}}
 	for {
 		n, err := unix.Poll(pfd, -1)
 		if err == unix.EINTR {
