@@ -23,10 +23,26 @@ const (
 	addrB1 = "198.51.100.20" // vethB's first (primary) address
 	addrB2 = "198.51.100.21"
 
+	// The same pair carries an IPv6 network with documentation addresses
+	// (RFC 3849), added with nodad so that they are usable at once. The
+	// kernel lists a link's IPv6 addresses newest first, so addrB61, added
+	// last, is vethB's first IPv6 address (its link-local one comes after
+	// the global ones).
+	addrA6  = "2001:db8:a::10"
+	addrB61 = "2001:db8:b::20" // vethB's first IPv6 address
+	addrB62 = "2001:db8:b::21"
+
+	// vethC/vethD are a second veth pair with no IPv4 address and, on
+	// vethC, only a fixed link-local IPv6 address: an interface that
+	// --outbound-addr and --outbound-addr6 cannot use.
+	vethC   = "h7c"
+	vethD   = "h7d"
+	addrC6L = "fe80::c"
+
 	dnsPort  = 53   // the test DNS server, on 127.0.0.1 (resolv.conf names it)
 	echoPort = 7    // TCP+UDP echo on 127.0.0.1, TCP echo on [::1]
 	httpPort = 8080 // testnet.HTTPHandler on 127.0.0.1
-	peerPort = 9001 // TCP+UDP peer-address reports on addrA
+	peerPort = 9001 // TCP+UDP peer-address reports on addrA, addrA6, 127.0.0.1, ::1
 
 	// testName resolves to testNameAddr through the test DNS server.
 	testName     = "host.slirp.test"
@@ -62,6 +78,15 @@ func (o *outer) setup() error {
 		{"ip", "addr", "add", addrB2 + "/24", "dev", vethB},
 		{"ip", "link", "set", vethA, "up"},
 		{"ip", "link", "set", vethB, "up"},
+		{"ip", "-6", "addr", "add", addrA6 + "/64", "dev", vethA, "nodad"},
+		{"ip", "-6", "addr", "add", addrB62 + "/64", "dev", vethB, "nodad"},
+		{"ip", "-6", "addr", "add", addrB61 + "/64", "dev", vethB, "nodad"},
+		{"ip", "link", "add", vethC, "type", "veth", "peer", "name", vethD},
+		// No automatic link-local address: vethC has addrC6L only.
+		{"ip", "link", "set", vethC, "addrgenmode", "none"},
+		{"ip", "-6", "addr", "add", addrC6L + "/64", "dev", vethC, "nodad"},
+		{"ip", "link", "set", vethC, "up"},
+		{"ip", "link", "set", vethD, "up"},
 	}
 	for _, c := range cmds {
 		if err := run(c...); err != nil {
@@ -107,11 +132,15 @@ func (o *outer) startServices() error {
 			return err
 		}
 	}
-	if _, err := s.ServeTCP("tcp", hostPort(addrA, peerPort), testnet.PeerTCP); err != nil {
-		return err
-	}
-	if _, err := s.ServeUDP("udp", hostPort(addrA, peerPort), testnet.PeerUDP); err != nil {
-		return err
+	// Peer-address reports: on the outer network, and on the loopback
+	// addresses the guest reaches through the gateway (10.0.2.2, fd00::2).
+	for _, a := range []string{addrA, addrA6, "127.0.0.1", "::1"} {
+		if _, err := s.ServeTCP("tcp", hostPort(a, peerPort), testnet.PeerTCP); err != nil {
+			return err
+		}
+		if _, err := s.ServeUDP("udp", hostPort(a, peerPort), testnet.PeerUDP); err != nil {
+			return err
+		}
 	}
 	return nil
 }
