@@ -37,11 +37,10 @@ type engineProc struct {
 	seq     uint64
 	pending map[uint64]chan ipc.Message
 
-	ready  chan error    // the first TypeReady or TypeError
-	done   chan struct{} // closed when the ipc connection ends
-	errMu  sync.Mutex
-	fatal  error // why the engine ended, if it reported it
-	waited chan error
+	ready chan error    // the first TypeReady or TypeError
+	done  chan struct{} // closed when the ipc connection ends
+	errMu sync.Mutex
+	fatal error // why the engine ended, if it reported it
 
 	killOnce sync.Once
 }
@@ -76,9 +75,10 @@ func spawnEngine(sandboxed bool, stderr io.Writer) (*engineProc, error) {
 		pending: make(map[uint64]chan ipc.Message),
 		ready:   make(chan error, 1),
 		done:    make(chan struct{}),
-		waited:  make(chan error, 1),
 	}
-	go func() { e.waited <- cmd.Wait() }()
+	// Nobody waits for the engine until kill: a goroutine blocked in
+	// waitid(2) would hold a thread of its own all along, and an engine
+	// that dies early is noticed by readLoop (EOF), not by its exit.
 	go e.readLoop()
 	return e, nil
 }
@@ -221,7 +221,7 @@ func (e *engineProc) Done() <-chan struct{} { return e.done }
 func (e *engineProc) kill() {
 	e.killOnce.Do(func() {
 		_ = e.cmd.Process.Kill()
-		<-e.waited
+		_ = e.cmd.Wait()
 		e.conn.Close()
 	})
 }

@@ -2,8 +2,10 @@ package supervisor
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -274,4 +276,78 @@ func readyPipe(t *testing.T) (*os.File, int) {
 	}
 	w.Close()
 	return r, fd
+}
+
+// TestStartFailureCleanup: the API socket is created while the link is
+// being opened (spawnAndOpen). When either fails the supervisor reports
+// the link's error before the socket's, kills the engine, and leaves no
+// socket file behind; what was at a refused API socket path is untouched.
+func TestStartFailureCleanup(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		badLink   bool // the BESS socket's directory does not exist
+		apiIsFile bool // a regular file is at the API socket path
+		wantErr   string
+	}{
+		{name: "link", badLink: true, wantErr: "bess.sock"},
+		{name: "api", apiIsFile: true, wantErr: "api.sock"},
+		{name: "both", badLink: true, apiIsFile: true, wantErr: "bess.sock"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(fakeEngineEnv, "ready")
+			dir := t.TempDir()
+			api := filepath.Join(dir, "api.sock")
+			bess := filepath.Join(dir, "bess.sock")
+			if tc.badLink {
+				bess = filepath.Join(dir, "missing", "bess.sock")
+			}
+			if tc.apiIsFile {
+				if err := os.WriteFile(api, []byte("keep"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			opts, err := ParseArgs([]string{"--target-type=bess", "--api-socket", api, bess})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			s := &run{cfg: opts.Config, stdout: &out, stderr: &out}
+			err = s.main()
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("main = %v, want an error naming %s\noutput:\n%s", err, tc.wantErr, out.String())
+			}
+			b, err := os.ReadFile(api)
+			switch {
+			case tc.apiIsFile && string(b) != "keep":
+				t.Errorf("the file at the API socket path: %q, %v; want it untouched", b, err)
+			case !tc.apiIsFile && !errors.Is(err, fs.ErrNotExist):
+				t.Errorf("API socket left behind: %v", err)
+			}
+			if _, err := os.Lstat(bess); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("BESS socket left behind: %v", err)
+			}
+			// The engine was killed and reaped: this process has no child.
+			if kids := children(t); len(kids) != 0 {
+				t.Errorf("children left after the supervisor returned: %v", kids)
+			}
+		})
+	}
+}
+
+// children lists this process's child processes, running or not reaped.
+func children(t *testing.T) []string {
+	t.Helper()
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kids []string
+	for _, task := range tasks {
+		b, err := os.ReadFile(filepath.Join("/proc/self/task", task.Name(), "children"))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) { // a thread may end meanwhile
+			t.Fatal(err)
+		}
+		kids = append(kids, strings.Fields(string(b))...)
+	}
+	return kids
 }

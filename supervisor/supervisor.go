@@ -70,7 +70,10 @@ type run struct {
 	// look at the ready pipe there). Dropping to one P there saved ~0.5 ms
 	// of CPU per lifetime but added ~0.4 MiB to the supervisor's peak RSS
 	// (the runtime's stop-the-world resize), which counts against the
-	// 24 MiB bar of all our processes: not kept.
+	// 24 MiB bar of all our processes: not kept. One P from the start of
+	// main saved 1.3-2.9 ms of CPU per container but made --ready-fd
+	// 0.9-1.7 ms later on a loaded machine (the engine's fork, a vfork,
+	// holds the only P while the TAP is being opened): not kept either.
 	afterReady func()
 }
 
@@ -140,16 +143,6 @@ func (s *run) start() error {
 			return fmt.Errorf("supervisor seccomp: %w", err)
 		}
 	}
-	if s.cfg.APISocket != "" {
-		// Listen while the engine sets up; requests that need the
-		// engine wait in the ipc socket until it serves them.
-		ln, err := api.Listen(s.cfg.APISocket)
-		if err != nil {
-			engine.kill()
-			return err
-		}
-		s.apiLn = ln
-	}
 	// The guest's link is configured and the API socket listens: that is
 	// what --ready-fd promises ("when the network is configured"), so it
 	// is written now rather than after the engine's own start-up (its
@@ -170,11 +163,15 @@ func (s *run) start() error {
 	return nil
 }
 
-// spawnAndOpen starts the engine process and opens the link at the same
-// time: the engine's fork and exec (on this goroutine, whose thread is
-// locked: see run.main) overlap the TAP's opening and configuration (on
-// another goroutine, whose thread may be discarded), both on the way to
-// --ready-fd. On failure nothing is left running or open.
+// spawnAndOpen starts the engine process, opens the link and, with
+// --api-socket, listens on the API socket (s.apiLn), all at the same time:
+// the engine's fork and exec, then the listen (on this goroutine, whose
+// thread is locked: see run.main), overlap the TAP's opening and
+// configuration (on another goroutine, whose thread may be discarded),
+// which takes the longest of the three, all on the way to --ready-fd. The
+// TAP's and the engine's errors win over the API socket's, as when the
+// socket was created after them. On failure nothing is left running or
+// open, and the socket file is removed.
 func (s *run) spawnAndOpen(ctx context.Context) (*engineProc, *os.File, proto.TapInfo, error) {
 	type opened struct {
 		f   *os.File
@@ -187,18 +184,39 @@ func (s *run) spawnAndOpen(ctx context.Context) (*engineProc, *os.File, proto.Ta
 		ch <- opened{f, tap, err}
 	}()
 	engine, err := spawnEngine(s.cfg.EnableSandbox, s.stderr)
+	var ln *net.UnixListener
+	var lnErr error
+	if err == nil && s.cfg.APISocket != "" {
+		// Requests that need the engine wait in the ipc socket until it
+		// serves them.
+		ln, lnErr = api.Listen(s.cfg.APISocket)
+	}
 	o := <-ch
-	switch {
-	case err != nil:
+	if err := firstError(err, o.err, lnErr); err != nil {
+		// Each step returns nothing open when it fails.
+		if engine != nil {
+			engine.kill()
+		}
+		if ln != nil {
+			ln.Close()
+		}
 		if o.f != nil {
 			o.f.Close()
 		}
 		return nil, nil, proto.TapInfo{}, err
-	case o.err != nil:
-		engine.kill()
-		return nil, nil, proto.TapInfo{}, o.err
 	}
+	s.apiLn = ln
 	return engine, o.f, o.tap, nil
+}
+
+// firstError returns the first of errs that is not nil.
+func firstError(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // openLink produces the link fd for the engine: a TAP opened by the helper
