@@ -395,8 +395,8 @@ func TestOutboundAddr(t *testing.T) {
 	if got := tb.eng.outboundFor(netip.MustParseAddr("192.0.2.1")); got != netip.MustParseAddr("127.0.0.1") {
 		t.Fatalf("outboundFor(remote) = %s", got)
 	}
-	if got := tb.eng.outboundFor(netip.MustParseAddr("127.0.0.1")); got.IsValid() {
-		t.Fatalf("outboundFor(loopback) = %s, want none", got)
+	if got := tb.eng.outboundFor(netip.MustParseAddr("127.0.0.1")); got != netip.MustParseAddr("127.0.0.1") {
+		t.Fatalf("outboundFor(loopback) = %s, want the outbound address as for any target", got)
 	}
 	if got := tb.eng.outboundFor(netip.MustParseAddr("2001:db8::1")); got != netip.MustParseAddr("::1") {
 		t.Fatalf("outboundFor(remote6) = %s", got)

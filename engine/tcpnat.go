@@ -199,12 +199,10 @@ func (t *tcpNAT) dial(id stack.TransportEndpointID) (int, error) {
 }
 
 // outboundFor is the local address host sockets to target bind to: the
-// --outbound-addr of target's family, except for the host's loopback, which
-// is not reachable from an outside address.
+// --outbound-addr of target's family, for every target including the host's
+// loopback behind the gateway, as in the C version (Linux connects a socket
+// bound to any local address to 127.0.0.1 and ::1).
 func (e *Engine) outboundFor(target netip.Addr) netip.Addr {
-	if target.IsLoopback() {
-		return netip.Addr{}
-	}
 	if target.Is4() {
 		return e.outbound4
 	}
