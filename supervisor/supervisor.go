@@ -97,7 +97,7 @@ func (s *run) main() error {
 	s.plan = plan
 	// Catch termination early so a signal during start-up still cleans up.
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
+	signal.Notify(sigs, terminationSignals(signal.Ignored)...)
 	defer signal.Stop(sigs)
 
 	// Every child is forked from this goroutine (the engine, the helper
@@ -111,6 +111,23 @@ func (s *run) main() error {
 		return err
 	}
 	return s.wait(sigs)
+}
+
+// terminationSignals are the signals that end us cleanly (API socket
+// removed, exit status 0). SIGTERM always; SIGQUIT too, which would
+// otherwise make the Go runtime dump its goroutines and exit 2 (C 1.2.0
+// dies quietly). SIGINT and SIGHUP only when they were not ignored when we
+// started: a shell starts background jobs with SIGINT ignored and nohup
+// ignores SIGHUP, and C 1.2.0 then survives them; Notify would undo that.
+// ignored is signal.Ignored (a parameter for the tests).
+func terminationSignals(ignored func(os.Signal) bool) []os.Signal {
+	sigs := []os.Signal{unix.SIGTERM, unix.SIGQUIT}
+	for _, sig := range []os.Signal{unix.SIGINT, unix.SIGHUP} {
+		if !ignored(sig) {
+			sigs = append(sigs, sig)
+		}
+	}
+	return sigs
 }
 
 // start brings everything up in the order the C slirp4netns does, and
