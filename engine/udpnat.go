@@ -54,6 +54,12 @@ var recvBufs = sync.Pool{New: func() any {
 // host socket, a route back to the guest and one goroutine parked in the
 // poller for the host's answers, which are written to the guest as packets
 // built here.
+//
+// Once a flow exists, its datagrams take the fast path (udpfast.go): the
+// link hands the frame to the guard's TakeFrame before gVisor sees it, and
+// the datagram is copied into a small batch that goes to the host socket
+// in one sendmmsg when the link has no more frames waiting or the batch is
+// full (udpbatch.go).
 type udpNAT struct {
 	e *Engine
 
@@ -64,6 +70,8 @@ type udpNAT struct {
 	// Counters for tests: datagrams written to host sockets, and those
 	// dropped because a host socket refused them for want of room.
 	forwarded, dropped atomic.Uint64
+
+	batch udpBatch // the fast path's datagrams not sent yet
 }
 
 // udpFlow is one guest UDP flow and its host socket.
@@ -252,6 +260,12 @@ func (u *udpNAT) forward(f *udpFlow, pkt *stack.PacketBuffer) {
 		iov = append(iov[:0], unix.Iovec{Base: &flat[0]})
 		iov[0].SetLen(len(flat))
 	}
+	u.send(f, iov)
+}
+
+// send writes the datagram in iov to the flow's host socket with one
+// non-blocking sendmsg, and ends the flow if the socket failed.
+func (u *udpNAT) send(f *udpFlow, iov []unix.Iovec) {
 	var errno syscall.Errno
 	err := f.rc.Control(func(fd uintptr) { errno = sendmsg(fd, iov) })
 	switch {

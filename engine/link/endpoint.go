@@ -392,6 +392,10 @@ func (e *Endpoint) readLoop() error {
 			runtime.Gosched()
 		}
 		n, err := e.rx.read(e.rc)
+		if err == errFlush {
+			e.flushTaken()
+			continue
+		}
 		if err == nil && n == 0 {
 			err = io.EOF
 		}
@@ -433,16 +437,11 @@ func (e *Endpoint) readFailed(err error) (bool, error) {
 }
 
 // deliver hands the n bytes just read (virtio-net header included) to the
-// stack, or drops them.
+// dispatcher's FrameTaker, if it has one and takes them, else to the stack,
+// or drops them.
 func (e *Endpoint) deliver(n int) {
 	frameLen, ok := e.rx.check(n, &e.stats)
-	if !ok {
-		e.stats.rxDropped.Add(1)
-		return
-	}
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: e.rx.take(frameLen)})
-	defer pkt.DecRef()
-	if !e.ParseHeader(pkt) {
+	if !ok || frameLen < header.EthernetMinimumSize {
 		e.stats.rxDropped.Add(1)
 		return
 	}
@@ -451,9 +450,35 @@ func (e *Endpoint) deliver(n int) {
 		e.stats.rxDropped.Add(1)
 		return
 	}
+	defer e.endDelivery()
 	e.stats.rxFrames.Add(1)
 	e.stats.rxBytes.Add(uint64(frameLen))
+	if t, ok := d.(FrameTaker); ok {
+		if t.TakeFrame(e.rx.frame(frameLen, e.caps&stack.CapabilityRXChecksumOffload != 0)) {
+			// Taken: the read buffers stay ours and are read into again.
+			e.rx.taker = t
+			return
+		}
+		if prev := e.rx.taker; prev != nil {
+			e.rx.taker = nil
+			prev.FlushFrames()
+		}
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: e.rx.take(frameLen)})
+	defer pkt.DecRef()
+	e.ParseHeader(pkt) // cannot fail: the frame holds an Ethernet header
 	d.DeliverNetworkPacket(pkt.NetworkProtocolNumber, pkt)
+}
+
+// flushTaken has the FrameTaker finish the frames it took (the TAP is
+// empty for now), unless the endpoint was closed or detached meanwhile.
+func (e *Endpoint) flushTaken() {
+	t := e.rx.taker
+	e.rx.taker = nil
+	if e.beginDelivery() == nil {
+		return
+	}
+	t.FlushFrames()
 	e.endDelivery()
 }
 
@@ -491,6 +516,10 @@ type rxState struct {
 	hdr   [VnetHdrSize]byte
 	sizes [rxViews]int
 	views [rxViews]*buffer.View
+	segs  [rxViews][]byte // Frame.Segs's backing array
+	// taker took frames since its last FlushFrames: the next read that
+	// finds the fd empty returns errFlush instead of waiting.
+	taker FrameTaker
 	iov   []unix.Iovec
 	n     int
 	errno syscall.Errno
@@ -546,6 +575,10 @@ func (r *rxState) readv(fd uintptr) bool {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
+			if r.taker != nil {
+				r.n, r.errno = 0, unix.EAGAIN
+				return true // flush before waiting
+			}
 			return false
 		}
 		r.n, r.errno = int(n), errno
@@ -559,11 +592,18 @@ func (r *rxState) read(rc syscall.RawConn) (int, error) {
 	if err := rc.Read(r.fn); err != nil {
 		return 0, err
 	}
+	if r.errno == unix.EAGAIN {
+		return 0, errFlush
+	}
 	if r.errno != 0 {
 		return 0, r.errno
 	}
 	return r.n, nil
 }
+
+// errFlush is read's signal that the fd is empty and a FrameTaker has
+// frames to flush before the reader waits.
+var errFlush = errors.New("link: flush taken frames")
 
 // check validates the header of the n bytes just read, repairs GSO
 // lengths, and returns the Ethernet frame's length.
@@ -591,6 +631,21 @@ func (r *rxState) check(n int, c *counters) (int, bool) {
 		}
 	}
 	return frameLen, true
+}
+
+// frame describes the n frame bytes just read, still in the read buffers.
+func (r *rxState) frame(n int, csumValidated bool) Frame {
+	segs := r.segs[:0]
+	for _, v := range r.views {
+		if n <= 0 {
+			break
+		}
+		b := v.AsSlice()
+		b = b[:min(len(b), n)]
+		n -= len(b)
+		segs = append(segs, b)
+	}
+	return Frame{Segs: segs, ChecksumValidated: csumValidated}
 }
 
 // take detaches the views holding the first n frame bytes into a Buffer.
