@@ -97,21 +97,7 @@ func parseUDPv4(head []byte, frameLen int) (udpFrame, bool) {
 	case total < header.IPv4MinimumSize+header.UDPMinimumSize || ethLen+total > frameLen:
 		return udpFrame{}, false
 	}
-	uh := header.UDP(head[ipv4FastLen:])
-	udpLen := int(uh.Length())
-	if udpLen < header.UDPMinimumSize || udpLen > total-header.IPv4MinimumSize {
-		return udpFrame{}, false
-	}
-	src, dst := ip.SourceAddress(), ip.DestinationAddress()
-	return udpFrame{
-		netProto: header.IPv4ProtocolNumber,
-		id: stack.TransportEndpointID{
-			LocalPort: uh.DestinationPort(), LocalAddress: dst,
-			RemotePort: uh.SourcePort(), RemoteAddress: src,
-		},
-		udpOff: ipv4FastLen,
-		udpLen: udpLen,
-	}, true
+	return udpFrameAt(head, ipv4FastLen, total-header.IPv4MinimumSize, header.IPv4ProtocolNumber, ip.SourceAddress(), ip.DestinationAddress())
 }
 
 func parseUDPv6(head []byte, frameLen int) (udpFrame, bool) {
@@ -128,19 +114,25 @@ func parseUDPv6(head []byte, frameLen int) (udpFrame, bool) {
 	case payload < header.UDPMinimumSize || ipv6FastLen+payload > frameLen:
 		return udpFrame{}, false
 	}
-	uh := header.UDP(head[ipv6FastLen:])
+	return udpFrameAt(head, ipv6FastLen, payload, header.IPv6ProtocolNumber, ip.SourceAddress(), ip.DestinationAddress())
+}
+
+// udpFrameAt reads the UDP header at off in head, whose IP payload is
+// ipPayload bytes long, and returns the datagram's udpFrame if its UDP
+// length fits that payload.
+func udpFrameAt(head []byte, off, ipPayload int, netProto tcpip.NetworkProtocolNumber, src, dst tcpip.Address) (udpFrame, bool) {
+	uh := header.UDP(head[off:])
 	udpLen := int(uh.Length())
-	if udpLen < header.UDPMinimumSize || udpLen > payload {
+	if udpLen < header.UDPMinimumSize || udpLen > ipPayload {
 		return udpFrame{}, false
 	}
-	src, dst := ip.SourceAddress(), ip.DestinationAddress()
 	return udpFrame{
-		netProto: header.IPv6ProtocolNumber,
+		netProto: netProto,
 		id: stack.TransportEndpointID{
 			LocalPort: uh.DestinationPort(), LocalAddress: dst,
 			RemotePort: uh.SourcePort(), RemoteAddress: src,
 		},
-		udpOff: ipv6FastLen,
+		udpOff: off,
 		udpLen: udpLen,
 	}, true
 }

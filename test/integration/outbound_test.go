@@ -86,12 +86,10 @@ func TestOutboundSource(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			t.Logf("%s: C %v, ours %v", implName(), tc.c, tc.ours)
-			if outcomeOf(tc.c, tc.ours) == fails {
-				expectStartFailure(t, tc.args)
+			g := startOutboundCase(t, tc.c, tc.ours, tc.args)
+			if g == nil {
 				return
 			}
-			g := startIPv6Guest(t, tc.args)
 			for _, p := range tc.probes {
 				want := p.expected()
 				if out := GuestTool(t, g, "dial", p.dst, "5s"); !strings.Contains(out, "peer="+want+"\n") {
@@ -111,6 +109,19 @@ func outcomeOf(c, ours outcome) outcome {
 		return ours
 	}
 	return c
+}
+
+// startOutboundCase starts a guest for a case with args, or, when this
+// implementation's outcome (c or ours) is that it fails, checks that it
+// refuses them at start and returns nil.
+func startOutboundCase(t *testing.T, c, ours outcome, args []string) *Guest {
+	t.Helper()
+	t.Logf("%s: C %v, ours %v", implName(), c, ours)
+	if outcomeOf(c, ours) == fails {
+		expectStartFailure(t, args)
+		return nil
+	}
+	return startIPv6Guest(t, args)
 }
 
 // startIPv6Guest starts slirp4netns with -c --enable-ipv6 and args for a
@@ -185,12 +196,10 @@ func TestOutboundUnusable(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			t.Logf("%s: C %v, ours %v", implName(), tc.c, tc.ours)
-			if outcomeOf(tc.c, tc.ours) == fails {
-				expectStartFailure(t, tc.args)
+			g := startOutboundCase(t, tc.c, tc.ours, tc.args)
+			if g == nil {
 				return
 			}
-			g := startIPv6Guest(t, tc.args)
 			if out := GuestTool(t, g, "dial", tc.probe, "3s"); strings.Contains(out, "connected") {
 				t.Errorf("TCP to %s connected despite an unusable outbound address: %q", tc.probe, out)
 			}
