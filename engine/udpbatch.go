@@ -41,19 +41,29 @@ type udpBatch struct {
 	iovs  [udpBatchMax]unix.Iovec
 	msgs  [udpBatchMax]mmsghdr
 	bufs  []byte // udpBatchMax slots of udpBatchSlot bytes, made at first use
+	// iov is add's scratch for the datagram's pieces. An array local to
+	// add would move to the heap (send passes it to a RawConn.Control
+	// closure): an allocation per datagram.
+	iov [udpMaxIovecs]unix.Iovec
 }
 
-// add keeps a copy of the datagram in iov for f, or, if it is too large
-// for a slot, sends it at once after what was kept. A full batch is sent.
-func (b *udpBatch) add(u *udpNAT, f *udpFlow, iov []unix.Iovec) {
+// add keeps a copy of f's datagram held in the byte range [from, to) of
+// segs, or, if it is too large for a slot, sends it at once after what was
+// kept. A full batch is sent. It reports false, keeping and sending
+// nothing, if the datagram is in more than udpMaxIovecs pieces.
+func (b *udpBatch) add(u *udpNAT, f *udpFlow, segs [][]byte, from, to int) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	iov, ok := segIovecs(b.iov[:0], segs, from, to)
+	if !ok {
+		return false
+	}
 	size := iovLen(iov)
 	if size > udpBatchSlot {
 		b.flushLocked(u)
 		f.last.touch()
 		u.send(f, iov)
-		return
+		return true
 	}
 	if b.bufs == nil {
 		b.bufs = make([]byte, udpBatchMax*udpBatchSlot)
@@ -70,6 +80,7 @@ func (b *udpBatch) add(u *udpNAT, f *udpFlow, iov []unix.Iovec) {
 	if b.n == udpBatchMax {
 		b.flushLocked(u)
 	}
+	return true
 }
 
 // flush sends what was kept.
@@ -113,22 +124,12 @@ func (u *udpNAT) sendRun(f *udpFlow, iovs []unix.Iovec, msgs []mmsghdr) {
 			u.end(f) // closed under us
 			return
 		}
-		if errno == 0 {
-			u.forwarded.Add(uint64(sent))
-			msgs = msgs[sent:]
-			continue
+		if errno != 0 {
+			u.sendFailed(f, errno, len(msgs))
+			return
 		}
-		switch errno {
-		case unix.EAGAIN, unix.ENOBUFS:
-			u.dropped.Add(uint64(len(msgs)))
-		case unix.ECONNREFUSED:
-			// An earlier datagram drew a port unreachable from the host.
-			u.e.ping.portUnreachable(f.id)
-			u.end(f)
-		default:
-			u.end(f)
-		}
-		return
+		u.forwarded.Add(uint64(sent))
+		msgs = msgs[sent:]
 	}
 }
 

@@ -155,13 +155,10 @@ func (u *udpNAT) takeFrame(fr link.Frame) bool {
 	if u.e.stack.FindTransportEndpoint(d.netProto, udp.ProtocolNumber, d.id, nicID) != nil {
 		return false // a stack endpoint claims it (as in the stack's demuxer)
 	}
-	var iovs [udpMaxIovecs]unix.Iovec
-	iov, ok := segIovecs(iovs[:0], fr.Segs, d.udpOff+header.UDPMinimumSize, d.udpOff+d.udpLen)
-	if !ok {
+	if !u.batch.add(u, f, fr.Segs, d.udpOff+header.UDPMinimumSize, d.udpOff+d.udpLen) {
 		return false
 	}
 	u.e.stack.Stats().UDP.PacketsReceived.Increment()
-	u.batch.add(u, f, iov)
 	return true
 }
 
@@ -217,23 +214,17 @@ func forSegRange(segs [][]byte, from, to int, fn func([]byte)) {
 // segIovecs appends iovecs for the byte range [from, to) of segs to iov;
 // it fails if they would need more than cap(iov) iovecs.
 func segIovecs(iov []unix.Iovec, segs [][]byte, from, to int) ([]unix.Iovec, bool) {
-	off := 0
-	for _, s := range segs {
-		if off >= to {
-			break
+	ok := true
+	forSegRange(segs, from, to, func(b []byte) {
+		if len(iov) == cap(iov) {
+			ok = false
+			return
 		}
-		lo, hi := max(from-off, 0), min(to-off, len(s))
-		if lo < hi {
-			if len(iov) == cap(iov) {
-				return iov, false
-			}
-			v := unix.Iovec{Base: &s[lo]}
-			v.SetLen(hi - lo)
-			iov = append(iov, v)
-		}
-		off += len(s)
-	}
-	return iov, true
+		v := unix.Iovec{Base: &b[0]}
+		v.SetLen(len(b))
+		iov = append(iov, v)
+	})
+	return iov, ok
 }
 
 // addrOf converts an IPv4 or IPv6 gVisor address to netip without the

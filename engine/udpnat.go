@@ -273,10 +273,20 @@ func (u *udpNAT) send(f *udpFlow, iov []unix.Iovec) {
 		u.end(f) // closed under us
 	case errno == 0:
 		u.forwarded.Add(1)
-	case errno == unix.EAGAIN || errno == unix.ENOBUFS:
-		u.dropped.Add(1)
-	case errno == unix.ECONNREFUSED:
-		// An earlier datagram drew a port unreachable from the host.
+	default:
+		u.sendFailed(f, errno, 1)
+	}
+}
+
+// sendFailed handles errno from a send of n datagrams of f: a full socket
+// drops them (UDP may lose datagrams; blocking would stall the guest
+// link), and any other error ends the flow, a port unreachable the host
+// reported for an earlier datagram after telling the guest.
+func (u *udpNAT) sendFailed(f *udpFlow, errno syscall.Errno, n int) {
+	switch errno {
+	case unix.EAGAIN, unix.ENOBUFS:
+		u.dropped.Add(uint64(n))
+	case unix.ECONNREFUSED:
 		u.e.ping.portUnreachable(f.id)
 		u.end(f)
 	default:
