@@ -2,14 +2,12 @@ package integration
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/slirp4netns-go/slirp4netns/test/testnet"
 )
@@ -161,29 +159,12 @@ func TestParityExitFDData(t *testing.T) {
 	// The cleanup closes the exit-fd and expects a clean exit.
 }
 
-// rawAPI connects to sock, writes each chunk, shuts down the write side if
-// shut is set, and reads the reply until the server closes.
+// rawAPI is testnet.APIExchange that fails the test on an error.
 func rawAPI(t *testing.T, sock string, shut bool, chunks ...string) string {
 	t.Helper()
-	c, err := net.DialTimeout("unix", sock, testnet.APITimeout)
+	b, err := testnet.APIExchange(sock, shut, chunks...)
 	if err != nil {
-		t.Fatalf("connect %s: %v", sock, err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(testnet.APITimeout))
-	for _, ch := range chunks {
-		if _, err := io.WriteString(c, ch); err != nil {
-			t.Fatalf("write %q: %v", ch, err)
-		}
-	}
-	if shut {
-		if err := c.(*net.UnixConn).CloseWrite(); err != nil {
-			t.Fatalf("shutdown: %v", err)
-		}
-	}
-	b, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatalf("read the reply to %q: %v (got %q)", chunks, err, b)
+		t.Fatalf("%q: %v (got %q)", chunks, err, b)
 	}
 	return string(b)
 }

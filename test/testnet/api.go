@@ -15,17 +15,29 @@ const APITimeout = 5 * time.Second
 // page says clients must (write, shutdown(SHUT_WR), read to EOF) and returns
 // the raw reply.
 func APIRequest(sock, req string) ([]byte, error) {
+	return APIExchange(sock, true, req)
+}
+
+// APIExchange connects to a slirp4netns API socket, writes each chunk in a
+// write of its own, shuts down the write side if shut is set, and returns
+// what it reads until the server closes: APIRequest's exchange, also in the
+// forms clients should not use (a request in pieces, no shutdown).
+func APIExchange(sock string, shut bool, chunks ...string) ([]byte, error) {
 	c, err := net.DialTimeout("unix", sock, APITimeout)
 	if err != nil {
 		return nil, fmt.Errorf("api %s: %w", sock, err)
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(APITimeout))
-	if _, err := io.WriteString(c, req); err != nil {
-		return nil, fmt.Errorf("api %s: write: %w", sock, err)
+	for _, ch := range chunks {
+		if _, err := io.WriteString(c, ch); err != nil {
+			return nil, fmt.Errorf("api %s: write: %w", sock, err)
+		}
 	}
-	if err := c.(*net.UnixConn).CloseWrite(); err != nil {
-		return nil, fmt.Errorf("api %s: shutdown: %w", sock, err)
+	if shut {
+		if err := c.(*net.UnixConn).CloseWrite(); err != nil {
+			return nil, fmt.Errorf("api %s: shutdown: %w", sock, err)
+		}
 	}
 	b, err := io.ReadAll(c)
 	if err != nil {
