@@ -179,13 +179,7 @@ func TestRelayReset(t *testing.T) {
 // sees the data first; a run that stopped after writing everything it peeked
 // would leave the FIN queued with nothing to wake it.
 func TestRelayDataAndFINInOneRun(t *testing.T) {
-	noLeaks(t)
-	srv, conns := hostServer(t)
-	tb := newTestBed(t, testConfig())
-	deadline := time.Now().Add(10 * time.Second)
-	g, h := relayPair(t, tb, srv, conns)
-	g.SetDeadline(deadline)
-	h.SetDeadline(deadline)
+	tb, g, h := relayTestPair(t, 10*time.Second)
 	// One round trip first: the relay has run and is idle.
 	if _, err := g.Write([]byte("x")); err != nil {
 		t.Fatal(err)
@@ -218,13 +212,7 @@ func TestRelayDataAndFINInOneRun(t *testing.T) {
 // every write whole and no notification comes after the run begins (a run
 // that stopped once a write went out whole would strand the rest).
 func TestRelayMoreSegmentsThanOneGather(t *testing.T) {
-	noLeaks(t)
-	srv, conns := hostServer(t)
-	tb := newTestBed(t, testConfig())
-	deadline := time.Now().Add(20 * time.Second)
-	g, h := relayPair(t, tb, srv, conns)
-	g.SetDeadline(deadline)
-	h.SetDeadline(deadline)
+	tb, g, h := relayTestPair(t, 20*time.Second)
 	c := onlyRelayConn(t, tb.eng)
 	const segSize = 128
 	const segments = gatherIovecs + 8
