@@ -30,6 +30,9 @@ func TestMain(m *testing.M) {
 	if probe := os.Getenv(discardProbeEnv); probe != "" {
 		os.Exit(discardProbe(probe))
 	}
+	if mtu := os.Getenv(earlyProbeEnv); mtu != "" {
+		os.Exit(earlyTapProbe(mtu))
+	}
 	if pid := os.Getenv(probePIDEnv); pid != "" {
 		os.Exit(probe(pid))
 	}

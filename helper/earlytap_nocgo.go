@@ -1,0 +1,12 @@
+//go:build !cgo
+
+package helper
+
+import (
+	"os"
+
+	"github.com/slirp4netns-go/slirp4netns/ipc/proto"
+)
+
+// useEarlyTap reports false without cgo: there is no early thread.
+func useEarlyTap(Request) (*os.File, proto.TapInfo, bool) { return nil, proto.TapInfo{}, false }
