@@ -15,11 +15,12 @@ import (
 	"github.com/slirp4netns-go/slirp4netns/ipc/proto"
 )
 
-// useEarlyTap returns the TAP that earlytap.c's thread opened and configured
-// while the runtime started, when it did so for exactly req; otherwise it
-// closes that TAP (which removes it: the thread keeps only TAPs it created)
-// and reports false, and the caller does the work as usual.
-func useEarlyTap(req Request) (*os.File, proto.TapInfo, bool) {
+// TakeEarlyTap returns the TAP that earlytap.c's thread opened and
+// configured while the runtime started, when it did so for exactly req:
+// what OpenTap(req) would return. Otherwise it closes that TAP (which
+// removes it: the thread keeps only TAPs it created) and reports false, and
+// the caller uses OpenTap. Only the first call can return a TAP.
+func TakeEarlyTap(req Request) (*os.File, proto.TapInfo, bool) {
 	var r C.struct_early_tap
 	if C.early_tap_take(&r) != 0 {
 		return nil, proto.TapInfo{}, false

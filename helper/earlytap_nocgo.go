@@ -8,5 +8,6 @@ import (
 	"github.com/slirp4netns-go/slirp4netns/ipc/proto"
 )
 
-// useEarlyTap reports false without cgo: there is no early thread.
-func useEarlyTap(Request) (*os.File, proto.TapInfo, bool) { return nil, proto.TapInfo{}, false }
+// TakeEarlyTap reports false without cgo: there is no early thread (see
+// earlytap.go).
+func TakeEarlyTap(Request) (*os.File, proto.TapInfo, bool) { return nil, proto.TapInfo{}, false }

@@ -46,7 +46,7 @@ func earlyTapProbe(mtu string) int {
 		},
 	}
 	var rep earlyProbeReport
-	f, info, early := useEarlyTap(req)
+	f, info, early := TakeEarlyTap(req)
 	if !early {
 		var err error
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -48,9 +48,6 @@ type Request struct {
 // path is reported before any process starts. The helper is killed if ctx
 // ends first; it never outlives this call.
 func OpenTap(ctx context.Context, req Request) (*os.File, proto.TapInfo, error) {
-	if f, info, ok := useEarlyTap(req); ok {
-		return f, info, nil
-	}
 	ns, err := openNamespaces(req.UsernsPath, req.NetnsPath)
 	if err != nil {
 		return nil, proto.TapInfo{}, err

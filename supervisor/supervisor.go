@@ -133,15 +133,75 @@ func terminationSignals(ignored func(os.Signal) bool) []os.Signal {
 // start brings everything up in the order the C slirp4netns does, and
 // writes the ready fd last.
 func (s *run) start() error {
+	if link, tap, ok := s.takeEarlyTap(); ok {
+		return s.startEarly(link, tap)
+	}
 	engine, link, tap, err := s.spawnAndOpen(context.Background())
 	if err != nil {
 		return err
 	}
 	defer link.Close()
+	s.printBanner()
+	if err := s.startEngine(engine, link, tap); err != nil {
+		return err
+	}
+	// The guest's link is configured and the API socket listens: that is
+	// what --ready-fd promises ("when the network is configured"), so it
+	// is written now rather than after the engine's own start-up (its
+	// runtime, sandbox and seccomp filter: ~5 ms, most of our start-up
+	// time). Frames the guest sends meanwhile wait in the TAP's queue and
+	// API requests in the ipc socket until the engine serves them; if the
+	// engine fails to start, wait reports it and we exit non-zero.
+	s.serveAPI()
+	if err := s.signalReady(); err != nil {
+		return err
+	}
+	s.readyHook()
+	return nil
+}
+
+// startEarly is start when the TAP was opened and configured before the
+// Go runtime started (helper/earlytap.c, podman's command line): the
+// network is configured already, so --ready-fd is written as soon as the
+// API socket listens, and the engine is forked after it (its fork and exec,
+// ~0.5 ms, were the longest step left before ready). The API's requests
+// wait in the socket's backlog until the engine is there to serve them.
+func (s *run) startEarly(link *os.File, tap proto.TapInfo) error {
+	defer link.Close()
+	if s.cfg.APISocket != "" {
+		ln, err := api.Listen(s.cfg.APISocket)
+		if err != nil {
+			return err
+		}
+		s.apiLn = ln
+	}
+	s.printBanner()
+	if err := s.signalReady(); err != nil {
+		return err
+	}
+	engine, err := spawnEngine(s.cfg.EnableSandbox, s.stderr)
+	if err != nil {
+		return err
+	}
+	if err := s.startEngine(engine, link, tap); err != nil {
+		return err
+	}
+	s.serveAPI()
+	s.readyHook()
+	return nil
+}
+
+// printBanner prints the start-up lines the C version prints.
+func (s *run) printBanner() {
 	// The man page's example shows this line; the C 1.2.0 banner on stdout
 	// does not have it, so it goes to stderr to keep stdout identical.
 	fmt.Fprintf(s.stderr, "starting slirp, MTU=%d\n", s.cfg.MTU)
 	PrintBanner(s.stdout, s.cfg, s.plan)
+}
+
+// startEngine hands the engine its link and configuration and, with
+// --enable-seccomp, confines the supervisor; s.engine is set on success.
+func (s *run) startEngine(engine *engineProc, link *os.File, tap proto.TapInfo) error {
 	start := proto.EngineStart{Config: s.cfg, Link: proto.LinkTap, Tap: tap}
 	if s.cfg.TargetType == policy.TargetBESS {
 		start.Link = proto.LinkBESS
@@ -160,24 +220,24 @@ func (s *run) start() error {
 			return fmt.Errorf("supervisor seccomp: %w", err)
 		}
 	}
-	// The guest's link is configured and the API socket listens: that is
-	// what --ready-fd promises ("when the network is configured"), so it
-	// is written now rather than after the engine's own start-up (its
-	// runtime, sandbox and seccomp filter: ~5 ms, most of our start-up
-	// time). Frames the guest sends meanwhile wait in the TAP's queue and
-	// API requests in the ipc socket until the engine serves them; if the
-	// engine fails to start, wait reports it and we exit non-zero.
 	s.engine = engine
-	if s.apiLn != nil {
-		s.serveAPI()
-	}
-	if err := s.signalReady(); err != nil {
-		return err
-	}
+	return nil
+}
+
+// readyHook runs the test hook, if any, once start-up is done.
+func (s *run) readyHook() {
 	if s.afterReady != nil {
 		s.afterReady()
 	}
-	return nil
+}
+
+// takeEarlyTap takes the TAP the early thread opened before the Go runtime
+// started, when it did that for this very configuration.
+func (s *run) takeEarlyTap() (*os.File, proto.TapInfo, bool) {
+	if s.cfg.TargetType == policy.TargetBESS || s.cfg.NetnsType == policy.NetnsTapFD {
+		return nil, proto.TapInfo{}, false
+	}
+	return helper.TakeEarlyTap(s.helperRequest())
 }
 
 // spawnAndOpen starts the engine process, opens the link and, with
@@ -250,10 +310,20 @@ func (s *run) openLink(ctx context.Context) (*os.File, proto.TapInfo, error) {
 	case s.cfg.NetnsType == policy.NetnsTapFD:
 		return s.adoptTapFD()
 	}
-	usernsPath, netnsPath := namespacePaths(s.cfg)
 	ctx, cancel := context.WithTimeout(ctx, helperTimeout)
 	defer cancel()
-	req := helper.Request{
+	req := s.helperRequest()
+	f, info, err := helper.OpenTap(ctx, req)
+	if err != nil {
+		return nil, proto.TapInfo{}, err
+	}
+	return f, info, nil
+}
+
+// helperRequest is what helper.OpenTap is asked to open.
+func (s *run) helperRequest() helper.Request {
+	usernsPath, netnsPath := namespacePaths(s.cfg)
+	return helper.Request{
 		UsernsPath: usernsPath,
 		NetnsPath:  netnsPath,
 		Stderr:     s.stderr,
@@ -272,11 +342,6 @@ func (s *run) openLink(ctx context.Context) (*os.File, proto.TapInfo, error) {
 			EnableSeccomp:  s.cfg.EnableSeccomp,
 		},
 	}
-	f, info, err := helper.OpenTap(ctx, req)
-	if err != nil {
-		return nil, proto.TapInfo{}, err
-	}
-	return f, info, nil
 }
 
 // adoptTapFD takes over the already open TAP fd named by the positional
@@ -307,9 +372,12 @@ func namespacePaths(cfg policy.Config) (userns, netns string) {
 	return userns, "/proc/" + cfg.Target + "/ns/net"
 }
 
-// serveAPI serves the API socket s.apiLn with s.engine (which may still be
+// serveAPI serves the API socket s.apiLn, if any, with s.engine (which may still be
 // starting: its requests then wait for it).
 func (s *run) serveAPI() {
+	if s.apiLn == nil {
+		return
+	}
 	s.api = api.NewServer(s.engine, api.Options{Plan: s.plan, EnableIPv6: s.cfg.EnableIPv6})
 	go func() {
 		if err := s.api.Serve(s.apiLn); err != nil {
