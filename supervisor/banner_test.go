@@ -31,9 +31,37 @@ func bannerFor(t *testing.T, args []string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var b bytes.Buffer
-	PrintBanner(&b, cfg, plan)
-	return b.String()
+	var w countingWriter
+	PrintBanner(&w, cfg, plan)
+	if w.writes != 1 {
+		t.Errorf("banner written in %d writes, want 1", w.writes)
+	}
+	return w.String()
+}
+
+// countingWriter is a bytes.Buffer that counts its Write calls.
+type countingWriter struct {
+	bytes.Buffer
+	writes int
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.writes++
+	return w.Buffer.Write(p)
+}
+
+// TestPrintWarnings: the parser's warnings, one a line, in one write;
+// nothing at all without any.
+func TestPrintWarnings(t *testing.T) {
+	var w countingWriter
+	printWarnings(&w, nil)
+	if w.writes != 0 {
+		t.Errorf("no warnings: %d writes, want 0", w.writes)
+	}
+	printWarnings(&w, []string{"WARNING: a", "WARNING: b"})
+	if got, want := w.String(), "WARNING: a\nWARNING: b\n"; got != want || w.writes != 1 {
+		t.Errorf("warnings %q in %d writes, want %q in 1", got, w.writes, want)
+	}
 }
 
 func TestPrintBannerGolden(t *testing.T) {

@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"io"
 	"os"
 	"runtime"
 	"strconv"
@@ -16,7 +15,7 @@ import (
 func TestEngineGOMAXPROCS(t *testing.T) {
 	gomaxprocs := func() []string {
 		var vals []string
-		for _, kv := range engineCommand(false, os.Stdin, io.Discard).Env {
+		for _, kv := range engineEnv(false) {
 			if v, ok := strings.CutPrefix(kv, "GOMAXPROCS="); ok {
 				vals = append(vals, v)
 			}

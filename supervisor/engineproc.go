@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -30,7 +29,7 @@ const engineReadyTimeout = 15 * time.Second
 // engineProc is the supervisor's handle on the engine process. It implements
 // the API server's backend by turning forward requests into ipc requests.
 type engineProc struct {
-	cmd  *exec.Cmd
+	proc *childProc
 	conn *ipc.Conn
 
 	mu      sync.Mutex
@@ -61,8 +60,7 @@ func spawnEngine(sandboxed bool, stderr io.Writer) (*engineProc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start engine: %w", err)
 	}
-	cmd := engineCommand(sandboxed, peer, stderr)
-	err = cmd.Start()
+	proc, err := startChild(enginePath, []string{"slirp4netns-engine"}, engineEnv(sandboxed), peer, stderr)
 	// The child has its copy; ours must go so that its death reads as EOF.
 	peer.Close()
 	if err != nil {
@@ -70,7 +68,7 @@ func spawnEngine(sandboxed bool, stderr io.Writer) (*engineProc, error) {
 		return nil, fmt.Errorf("start engine: %w", err)
 	}
 	e := &engineProc{
-		cmd:     cmd,
+		proc:    proc,
 		conn:    conn,
 		pending: make(map[uint64]chan ipc.Message),
 		ready:   make(chan error, 1),
@@ -83,28 +81,25 @@ func spawnEngine(sandboxed bool, stderr io.Writer) (*engineProc, error) {
 	return e, nil
 }
 
-// engineCommand is the engine's re-execution of this binary, with the ipc
-// peer as fd 3.
-func engineCommand(sandboxed bool, peer *os.File, stderr io.Writer) *exec.Cmd {
-	cmd := exec.Command("/proc/self/exe")
-	cmd.Args = []string{"slirp4netns-engine"}
-	cmd.Env = append(childEnv(), ModeEnv+"="+ModeEngine)
+// enginePath is what the engine re-executes: this binary.
+const enginePath = "/proc/self/exe"
+
+// engineEnv is the engine's environment: ours without the mode variables
+// (childEnv), plus the engine's mode, its GOMAXPROCS and the sandbox
+// switch; duplicates resolved as os/exec does (the last one wins).
+func engineEnv(sandboxed bool) []string {
+	env := append(childEnv(), ModeEnv+"="+ModeEngine)
 	if _, set := os.LookupEnv("GOMAXPROCS"); !set {
 		// The engine's runtime then starts with its Ps rather than
 		// dropping the extra ones later (policy.EngineProcs).
-		cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(policy.EngineProcs(runtime.NumCPU())))
+		env = append(env, "GOMAXPROCS="+strconv.Itoa(policy.EngineProcs(runtime.NumCPU())))
 	}
 	if sandboxed {
 		// The sandbox is entered by a constructor before the engine's Go
 		// runtime starts (package sandbox), so it is chosen by environment.
-		cmd.Env = append(cmd.Env, sandbox.SandboxEnv+"=1")
+		env = append(env, sandbox.SandboxEnv+"=1")
 	}
-	cmd.ExtraFiles = []*os.File{peer} // fd 3
-	cmd.Stderr = stderr
-	// The engine gets its own process group so that a terminal's ^C reaches
-	// only the supervisor, which then shuts the engine down in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	return cmd
+	return (&exec.Cmd{Env: env}).Environ()
 }
 
 // begin hands the engine its link fd and configuration; the engine then
@@ -220,8 +215,7 @@ func (e *engineProc) Done() <-chan struct{} { return e.done }
 // It may be called more than once.
 func (e *engineProc) kill() {
 	e.killOnce.Do(func() {
-		_ = e.cmd.Process.Kill()
-		_ = e.cmd.Wait()
+		e.proc.kill()
 		e.conn.Close()
 	})
 }

@@ -31,10 +31,7 @@ const offloadEnv = "SLIRP4NETNS_DISABLE_OFFLOAD"
 // returns the process exit status.
 func Main(args []string) int {
 	opts, err := ParseArgs(args)
-	// The C version prints its warnings on stdout.
-	for _, w := range opts.Warnings {
-		fmt.Fprintln(os.Stdout, w)
-	}
+	printWarnings(os.Stdout, opts.Warnings)
 	if err != nil {
 		return reportParseError(err)
 	}

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -50,15 +49,9 @@ func ListenUnix(network, path, what string) (*net.UnixListener, error) {
 	if err := removeStaleSocket(network, path, what); err != nil {
 		return nil, err
 	}
-	lc := net.ListenConfig{Control: chmodBeforeBind}
-	ln, err := lc.Listen(context.Background(), network, path)
+	ul, err := bindListen(network, path)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s %q: %w", what, path, err)
-	}
-	ul, ok := ln.(*net.UnixListener)
-	if !ok { // cannot happen for unix networks; do not leak the socket if it does
-		ln.Close()
-		return nil, fmt.Errorf("listen on %s %q: unexpected listener %T", what, path, ln)
 	}
 	if err := fixMode(path, what); err != nil {
 		ul.Close()
@@ -67,20 +60,66 @@ func ListenUnix(network, path, what string) (*net.UnixListener, error) {
 	return ul, nil
 }
 
-// chmodBeforeBind sets the socket inode's mode before bind(2): Linux creates
-// the socket file with that mode minus the umask, so the file is never
-// reachable by others, not even for an instant.
-func chmodBeforeBind(_, _ string, c syscall.RawConn) error {
-	var chmodErr error
-	if err := c.Control(func(fd uintptr) {
-		chmodErr = unix.Fchmod(int(fd), socketMode)
-	}); err != nil {
-		return err
+// listenBacklog is the backlog asked of listen(2); the kernel caps it at
+// net.core.somaxconn, which is what Go's net.Listen asks for (read from
+// /proc at the cost of an open and two reads on the way to --ready-fd).
+// 65535 also fits the 16-bit field of kernels before 4.1.
+const listenBacklog = 1<<16 - 1
+
+// bindListen makes the listening socket with socket, fchmod, bind and
+// listen, and hands it to package net. The socket inode gets its mode
+// before bind(2): Linux creates the socket file with that mode minus the
+// umask, so the file is never reachable by others, not even for an
+// instant. Errors read as net.Listen's ("listen unix PATH: bind: ...");
+// closing the listener removes the socket file, as for net.Listen's.
+func bindListen(network, path string) (*net.UnixListener, error) {
+	typ := unix.SOCK_STREAM
+	if network == "unixpacket" {
+		typ = unix.SOCK_SEQPACKET
 	}
-	if chmodErr != nil {
-		return fmt.Errorf("fchmod API socket: %w", chmodErr)
+	opErr := func(call string, err error) error {
+		return &net.OpError{Op: "listen", Net: network, Addr: &net.UnixAddr{Name: path, Net: network}, Err: os.NewSyscallError(call, err)}
 	}
-	return nil
+	// Blocking: os.NewFile then leaves it out of the poller; FileListener's
+	// duplicate is the non-blocking one package net polls.
+	fd, err := unix.Socket(unix.AF_UNIX, typ|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, opErr("socket", err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	if err := unix.Fchmod(fd, socketMode); err != nil {
+		return nil, fmt.Errorf("fchmod %s: %w", path, err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		return nil, opErr("bind", err)
+	}
+	if err := unix.Listen(fd, listenBacklog); err != nil {
+		os.Remove(path) // bind made it: do not leave it behind
+		return nil, opErr("listen", err)
+	}
+	ul, err := adopt(f)
+	if err != nil {
+		os.Remove(path)
+		return nil, err
+	}
+	return ul, nil
+}
+
+// adopt returns the listening socket f as a listener that removes its
+// file when closed (f stays the caller's to close).
+func adopt(f *os.File) (*net.UnixListener, error) {
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, err
+	}
+	ul, ok := ln.(*net.UnixListener)
+	if !ok { // cannot happen for a unix socket; do not leak it if it does
+		ln.Close()
+		return nil, fmt.Errorf("unexpected listener %T", ln)
+	}
+	ul.SetUnlinkOnClose(true)
+	return ul, nil
 }
 
 // fixMode restores 0600 when a umask also removed owner bits (e.g. 0277),

@@ -163,3 +163,45 @@ func TestListenOddPaths(t *testing.T) {
 		t.Fatalf("no socket file @api.sock in the working directory: %v", err)
 	}
 }
+
+// TestListenUnixKinds: both socket types listen, accept a connection of
+// their type, name the path as their address, and remove the file on
+// Close.
+func TestListenUnixKinds(t *testing.T) {
+	for _, network := range []string{"unix", "unixpacket"} {
+		path := filepath.Join(t.TempDir(), "s.sock")
+		ln, err := ListenUnix(network, path, "test socket")
+		if err != nil {
+			t.Fatalf("%s: %v", network, err)
+		}
+		if a := ln.Addr(); a.Network() != network || a.String() != path {
+			t.Errorf("%s: address %s %s, want %s %s", network, a.Network(), a.String(), network, path)
+		}
+		c, err := net.Dial(network, path)
+		if err != nil {
+			t.Fatalf("%s: dial: %v", network, err)
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatalf("%s: accept: %v", network, err)
+		}
+		s.Close()
+		c.Close()
+		ln.Close()
+		if fileExists(path) {
+			t.Errorf("%s: socket file left after Close", network)
+		}
+	}
+}
+
+// TestListenBindErrorText: a failing bind reads as net.Listen's would.
+func TestListenBindErrorText(t *testing.T) {
+	// A directory is in the way; removeStaleSocket would refuse a file,
+	// so bind itself is called through bindListen.
+	path := t.TempDir()
+	_, err := bindListen("unix", path)
+	_, want := net.Listen("unix", path)
+	if err == nil || want == nil || err.Error() != want.Error() {
+		t.Errorf("bind error %v, want net.Listen's %v", err, want)
+	}
+}
