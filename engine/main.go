@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/slirp4netns-go/slirp4netns/engine/internal/stackgrow"
 	"github.com/slirp4netns-go/slirp4netns/engine/link"
 	"github.com/slirp4netns-go/slirp4netns/ipc"
 	"github.com/slirp4netns-go/slirp4netns/ipc/proto"
@@ -29,6 +30,9 @@ const closeTimeout = 2 * time.Second
 // requests until told to stop (exit 0), the supervisor goes away (exit 0)
 // or the link or a service fails (exit 1). It never writes to stdout.
 func Main() int {
+	// The start-up's call chains (gVisor's stack, the services) take
+	// this goroutine to 32 KiB: grow there in one shallow copy.
+	stackgrow.To32K()
 	logger := log.New(os.Stderr, "slirp4netns engine: ", 0)
 	tuneRuntime()
 	// Die with the supervisor even if it is SIGKILLed before it can tell us.
@@ -162,6 +166,7 @@ func (s *server) recvStart() (proto.EngineStart, *os.File, error) {
 
 // recvLoop forwards ipc messages to run until the connection fails.
 func (s *server) recvLoop(out chan<- ipcMsg) {
+	stackgrow.To4K()
 	for {
 		m, files, err := s.conn.Recv()
 		out <- ipcMsg{m: m, files: files, err: err}

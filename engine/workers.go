@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/slirp4netns-go/slirp4netns/engine/internal/stackgrow"
 )
 
 // Worker pool limits. The pool runs the engine's long-lived and per-flow
@@ -45,6 +47,9 @@ func (p *workerPool) run(f func()) {
 }
 
 func (p *workerPool) worker(f func()) {
+	// Every worker's first function (a service, a flow) grows its stack
+	// to 8 KiB; once, shallow, is cheaper than copying it twice deep.
+	stackgrow.To8K()
 	defer p.wg.Done()
 	timer := time.NewTimer(workerIdle)
 	defer timer.Stop()

@@ -90,6 +90,7 @@ func newLightFilter() (*seccomp.ScmpFilter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("seccomp: new filter: %w", err)
 	}
+	useBinaryTree(f)
 	deny := seccomp.ActErrno.SetReturnCode(int16(unix.EPERM))
 	for _, name := range lightDenyNames {
 		if _, err := addRule(f, name, deny); err != nil {
@@ -98,6 +99,20 @@ func newLightFilter() (*seccomp.ScmpFilter, error) {
 		}
 	}
 	return f, nil
+}
+
+// useBinaryTree makes libseccomp lay the program out as a binary tree of
+// syscall numbers instead of its default linear list: the same decisions
+// (TestBinaryTreeFiltersDecideAlike) in ~8 comparisons instead of up to
+// ~140 for the engine's allow-list. The kernel runs the program for every
+// syscall number when it is loaded, to build its cache of always-allowed
+// syscalls, and at every syscall that the cache does not cover. Loading
+// (seccomp(2) CPU time, 200 interleaved loads in a Go process): the engine's
+// filter 190 -> 94 us, the light filter 75 -> 42 us. A libseccomp before
+// 2.5 lacks the attribute; the linear program it then builds decides the
+// same.
+func useBinaryTree(f *seccomp.ScmpFilter) {
+	_ = f.SetOptimize(2)
 }
 
 // LibseccompVersion returns the version of the libseccomp the binary runs
@@ -115,6 +130,7 @@ func newEngineFilter(pid int, extraArchs ...seccomp.ScmpArch) (*seccomp.ScmpFilt
 	if err != nil {
 		return nil, 0, fmt.Errorf("seccomp: new filter: %w", err)
 	}
+	useBinaryTree(f)
 	n, err := populateEngineFilter(f, pid, extraArchs)
 	if err != nil {
 		f.Release()

@@ -20,6 +20,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
+	"github.com/slirp4netns-go/slirp4netns/engine/internal/stackgrow"
 	"github.com/slirp4netns-go/slirp4netns/policy"
 )
 
@@ -118,6 +119,7 @@ func (l *lockedServer) handle(req *message, now time.Time) (reply, bool) {
 
 // readLoop answers requests read from in, sending replies through out.
 func (l *lockedServer) readLoop(ctx context.Context, in, out *gonet.UDPConn) {
+	stackgrow.To4K() // gonet's read path needs it: one shallow copy
 	buf := make([]byte, 65536)
 	for {
 		n, _, err := in.ReadFrom(buf)

@@ -13,6 +13,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/slirp4netns-go/slirp4netns/engine/internal/stackgrow"
 )
 
 const (
@@ -81,6 +83,7 @@ func fullAddrString(a tcpip.FullAddress) string {
 // concurrency slots are taken it stops reading, so excess datagrams queue
 // and then drop in the stack, as on a congested link.
 func (r *Relay) serveUDP(ctx context.Context, uc *gonet.UDPConn, wg *sync.WaitGroup) {
+	stackgrow.To4K() // gonet's read path needs it: one shallow copy
 	buf := make([]byte, maxMessageSize)
 	for {
 		n, from, err := uc.ReadFrom(buf)

@@ -52,6 +52,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/slirp4netns-go/slirp4netns/engine/internal/stackgrow"
 )
 
 // DefaultGSOMaxSize is the largest segment handed to the kernel when
@@ -301,6 +303,9 @@ func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
 }
 
 func (e *Endpoint) reader() {
+	// Delivering a frame into gVisor takes this goroutine to 8 KiB: grow
+	// there at once, while the copy is shallow (internal/stackgrow).
+	stackgrow.To8K()
 	if err := e.readLoop(); err != errDetached {
 		e.reportClosed(err)
 	}

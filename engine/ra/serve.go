@@ -24,6 +24,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/raw"
 	"gvisor.dev/gvisor/pkg/waiter"
 
+	"github.com/slirp4netns-go/slirp4netns/engine/internal/stackgrow"
 	"github.com/slirp4netns-go/slirp4netns/policy"
 )
 
@@ -206,6 +207,7 @@ func newReceiver(s *stack.Stack, nic tcpip.NICID, wq *waiter.Queue) (tcpip.Endpo
 
 // receiveLoop signals solicited for each valid router solicitation.
 func receiveLoop(ctx context.Context, ep tcpip.Endpoint, wq *waiter.Queue, solicited chan<- struct{}) {
+	stackgrow.To4K() // the endpoint's read path needs it: one shallow copy
 	entry, notify := waiter.NewChannelEntry(waiter.ReadableEvents)
 	wq.EventRegister(&entry)
 	defer wq.EventUnregister(&entry)
