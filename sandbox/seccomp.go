@@ -85,12 +85,19 @@ func ApplyLightSeccomp() error {
 }
 
 // newLightFilter builds (without loading) ApplyLightSeccomp's filter.
-func newLightFilter() (*seccomp.ScmpFilter, error) {
+func newLightFilter() (*seccomp.ScmpFilter, error) { return buildLightFilter(true) }
+
+// buildLightFilter builds the light filter, laid out as a binary tree
+// (useBinaryTree) or, for the tests that compare both, as libseccomp's
+// default linear list.
+func buildLightFilter(tree bool) (*seccomp.ScmpFilter, error) {
 	f, err := seccomp.NewFilter(seccomp.ActAllow)
 	if err != nil {
 		return nil, fmt.Errorf("seccomp: new filter: %w", err)
 	}
-	useBinaryTree(f)
+	if tree {
+		useBinaryTree(f)
+	}
 	deny := seccomp.ActErrno.SetReturnCode(int16(unix.EPERM))
 	for _, name := range lightDenyNames {
 		if _, err := addRule(f, name, deny); err != nil {

@@ -93,20 +93,7 @@ func linearEngineFilter(pid int) (*seccomp.ScmpFilter, error) {
 }
 
 // linearLightFilter is newLightFilter with libseccomp's default layout.
-func linearLightFilter() (*seccomp.ScmpFilter, error) {
-	f, err := seccomp.NewFilter(seccomp.ActAllow)
-	if err != nil {
-		return nil, err
-	}
-	deny := seccomp.ActErrno.SetReturnCode(int16(unix.EPERM))
-	for _, name := range lightDenyNames {
-		if _, err := addRule(f, name, deny); err != nil {
-			f.Release()
-			return nil, err
-		}
-	}
-	return f, nil
-}
+func linearLightFilter() (*seccomp.ScmpFilter, error) { return buildLightFilter(false) }
 
 func nativeAuditArch() uint32 {
 	arch, err := seccomp.GetNativeArch()
