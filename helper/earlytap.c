@@ -230,14 +230,23 @@ union nl_buf {
 	char b[512];
 };
 
+/* nl_begin starts a request of type with flags (besides NLM_F_REQUEST and
+ * NLM_F_ACK, which nl_request adds) in the zeroed m, with room for a
+ * len-byte message header, and returns that header. */
+static void *nl_begin(union nl_buf *m, unsigned short type, unsigned short flags, size_t len)
+{
+	m->h.nlmsg_len = NLMSG_LENGTH(len);
+	m->h.nlmsg_type = type;
+	m->h.nlmsg_flags = flags;
+	return NLMSG_DATA(&m->h);
+}
+
 /* link_up sets ifindex up (RTM_NEWLINK), as netlink.LinkSetUp does. */
 static int link_up(int sock, int ifindex)
 {
 	union nl_buf m = {0};
-	struct ifinfomsg *ifi = NLMSG_DATA(&m.h);
+	struct ifinfomsg *ifi = nl_begin(&m, RTM_NEWLINK, 0, sizeof(*ifi));
 
-	m.h.nlmsg_len = NLMSG_LENGTH(sizeof(*ifi));
-	m.h.nlmsg_type = RTM_NEWLINK;
 	ifi->ifi_family = AF_UNSPEC;
 	ifi->ifi_index = ifindex;
 	ifi->ifi_flags = IFF_UP;
@@ -249,11 +258,9 @@ static int link_up(int sock, int ifindex)
 static int link_set_mtu(int sock, int ifindex, int mtu)
 {
 	union nl_buf m = {0};
-	struct ifinfomsg *ifi = NLMSG_DATA(&m.h);
+	struct ifinfomsg *ifi = nl_begin(&m, RTM_SETLINK, 0, sizeof(*ifi));
 	unsigned int v = (unsigned int)mtu;
 
-	m.h.nlmsg_len = NLMSG_LENGTH(sizeof(*ifi));
-	m.h.nlmsg_type = RTM_SETLINK;
 	ifi->ifi_family = AF_UNSPEC;
 	ifi->ifi_index = ifindex;
 	nl_attr(&m.h, IFLA_MTU, &v, sizeof(v));
@@ -265,14 +272,11 @@ static int link_set_mtu(int sock, int ifindex, int mtu)
 static int addr_replace(int sock, int ifindex)
 {
 	union nl_buf m = {0};
-	struct ifaddrmsg *ifa = NLMSG_DATA(&m.h);
+	struct ifaddrmsg *ifa = nl_begin(&m, RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, sizeof(*ifa));
 	struct in_addr local, brd;
 
 	if (inet_pton(AF_INET, GUEST_ADDR, &local) != 1 || inet_pton(AF_INET, BROADCAST_ADDR, &brd) != 1)
 		return -1;
-	m.h.nlmsg_len = NLMSG_LENGTH(sizeof(*ifa));
-	m.h.nlmsg_type = RTM_NEWADDR;
-	m.h.nlmsg_flags = NLM_F_CREATE | NLM_F_REPLACE;
 	ifa->ifa_family = AF_INET;
 	ifa->ifa_prefixlen = PREFIX_LEN;
 	ifa->ifa_index = (unsigned int)ifindex;
@@ -287,15 +291,12 @@ static int addr_replace(int sock, int ifindex)
 static int route_append(int sock, int ifindex)
 {
 	union nl_buf m = {0};
-	struct rtmsg *rt = NLMSG_DATA(&m.h);
+	struct rtmsg *rt = nl_begin(&m, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_APPEND, sizeof(*rt));
 	struct in_addr gw;
 	unsigned int oif = (unsigned int)ifindex;
 
 	if (inet_pton(AF_INET, GATEWAY_ADDR, &gw) != 1)
 		return -1;
-	m.h.nlmsg_len = NLMSG_LENGTH(sizeof(*rt));
-	m.h.nlmsg_type = RTM_NEWROUTE;
-	m.h.nlmsg_flags = NLM_F_CREATE | NLM_F_APPEND;
 	rt->rtm_family = AF_INET;
 	rt->rtm_table = RT_TABLE_MAIN;
 	rt->rtm_protocol = RTPROT_BOOT;
