@@ -48,7 +48,7 @@ type relaySched struct {
 	queue  []*relayConn // run queue: queue[head:]
 	head   int
 	closed bool
-	conns  map[uint64]*relayConn
+	conns  map[uint64]polledConn
 	nextID uint64
 	wg     sync.WaitGroup // poller and workers
 }
@@ -70,7 +70,7 @@ func newRelaySched(e *Engine) (*relaySched, error) {
 		f.Close()
 		return nil, fmt.Errorf("relay: epoll fd: %w", err)
 	}
-	s := &relaySched{e: e, ep: f, rc: rc, conns: make(map[uint64]*relayConn)}
+	s := &relaySched{e: e, ep: f, rc: rc, conns: make(map[uint64]polledConn)}
 	s.cond.L = &s.mu
 	workers := max(minRelayWorkers, runtime.GOMAXPROCS(0))
 	s.wg.Add(1 + workers)
@@ -82,17 +82,32 @@ func newRelaySched(e *Engine) (*relaySched, error) {
 	return s, nil
 }
 
+// polledConn is a connection whose host socket the poller watches: a relayed
+// one (relayConn) or one of the TCP fast path (fastConn).
+type polledConn interface {
+	// pollFD is the host socket.
+	pollFD() int
+	// pollKey is the key add gave it (in conns and the epoll user data).
+	pollKey() uint64
+	setPollKey(uint64)
+	// hostEvent handles epoll events of the host socket; it runs on the
+	// poller goroutine.
+	hostEvent(events uint32)
+	// abort resets the connection (the scheduler is closing).
+	abort()
+}
+
 // add registers c and its host socket; it returns false once the scheduler
 // is closed (c is then left to the caller).
-func (s *relaySched) add(c *relayConn) bool {
+func (s *relaySched) add(c polledConn) bool {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return false
 	}
 	s.nextID++
-	c.id = s.nextID
-	s.conns[c.id] = c
+	c.setPollKey(s.nextID)
+	s.conns[s.nextID] = c
 	s.mu.Unlock()
 	if err := s.ctl(unix.EPOLL_CTL_ADD, c, false); err != nil {
 		s.remove(c)
@@ -102,26 +117,26 @@ func (s *relaySched) add(c *relayConn) bool {
 }
 
 // remove forgets c (its socket leaves the epoll set when it is closed).
-func (s *relaySched) remove(c *relayConn) {
+func (s *relaySched) remove(c polledConn) {
 	s.mu.Lock()
-	delete(s.conns, c.id)
+	delete(s.conns, c.pollKey())
 	s.mu.Unlock()
 }
 
 // ctl adds or modifies c's host socket in the epoll set, edge-triggered;
 // out asks for EPOLLOUT too (only while a write to the host is pending, so
 // that a writable socket does not wake the poller for nothing).
-func (s *relaySched) ctl(op int, c *relayConn, out bool) error {
+func (s *relaySched) ctl(op int, c polledConn, out bool) error {
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLPRI | unix.EPOLLET}
 	if out {
 		ev.Events |= unix.EPOLLOUT
 	}
-	putConnID(&ev, c.id)
+	putConnID(&ev, c.pollKey())
 	// Through Control, so that the epoll fd cannot be closed (and its
 	// number reused) under the call.
 	var err error
 	if cerr := s.rc.Control(func(epfd uintptr) {
-		err = rawEpollCtl(int(epfd), op, c.fd, &ev)
+		err = rawEpollCtl(int(epfd), op, c.pollFD(), &ev)
 	}); cerr != nil {
 		return fmt.Errorf("relay: epoll_ctl: %w", cerr)
 	}
@@ -258,22 +273,31 @@ func (s *relaySched) dispatch(events []unix.EpollEvent) {
 		s.mu.Lock()
 		c := s.conns[connIDOf(&events[i])]
 		s.mu.Unlock()
-		if c == nil {
-			continue
+		if c != nil {
+			c.hostEvent(events[i].Events)
 		}
-		if events[i].Events&unix.EPOLLERR != 0 {
-			c.hostError.Store(true)
-		}
-		if events[i].Events&hostDrainEvents != 0 && !c.hostDrain.Load() {
-			c.hostDrain.Store(true)
-		}
-		if events[i].Events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
-			c.hostWritable.Store(true)
-		}
-		c.hostReady.Store(true)
-		s.runNow(c)
 	}
 }
+
+// hostEvent implements polledConn: it records what the events say and runs
+// the connection on the poller goroutine (unless it runs elsewhere).
+func (c *relayConn) hostEvent(events uint32) {
+	if events&unix.EPOLLERR != 0 {
+		c.hostError.Store(true)
+	}
+	if events&hostDrainEvents != 0 && !c.hostDrain.Load() {
+		c.hostDrain.Store(true)
+	}
+	if events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+		c.hostWritable.Store(true)
+	}
+	c.hostReady.Store(true)
+	c.s.runNow(c)
+}
+
+func (c *relayConn) pollFD() int           { return c.fd }
+func (c *relayConn) pollKey() uint64       { return c.id }
+func (c *relayConn) setPollKey(key uint64) { c.id = key }
 
 // count is the number of connections being relayed.
 func (s *relaySched) count() int {
@@ -303,7 +327,7 @@ func (s *relaySched) Close() error {
 	s.ep.Close() // wakes the poller; the fd closes once it has returned
 	s.wg.Wait()
 	s.mu.Lock()
-	left := make([]*relayConn, 0, len(s.conns))
+	left := make([]polledConn, 0, len(s.conns))
 	for _, c := range s.conns {
 		left = append(left, c)
 	}

@@ -265,7 +265,11 @@ func onlyRelayConn(t *testing.T, e *Engine) *relayConn {
 		t.Fatalf("%d relayed connections, want 1", len(s.conns))
 	}
 	for _, c := range s.conns {
-		return c
+		rc, ok := c.(*relayConn)
+		if !ok {
+			t.Fatalf("the connection is a %T, not relayed by gVisor", c)
+		}
+		return rc
 	}
 	return nil
 }
@@ -376,7 +380,9 @@ func buffersHeld(e *Engine) int {
 	s.mu.Lock()
 	conns := make([]*relayConn, 0, len(s.conns))
 	for _, c := range s.conns {
-		conns = append(conns, c)
+		if rc, ok := c.(*relayConn); ok {
+			conns = append(conns, rc)
+		}
 	}
 	s.mu.Unlock()
 	n := 0
