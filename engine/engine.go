@@ -59,6 +59,7 @@ type options struct {
 	maxPingFlows   int
 	noServices     bool
 	holdLink       bool
+	noTCPFast      bool   // guest TCP connections all through gVisor (tcpfast.go)
 	congestion     string // TCP congestion control; default congestionControl
 	// openPing opens the host socket of a ping session (tests replace it
 	// so that no echo request leaves the test).
@@ -121,6 +122,10 @@ func WithPingIdleTimeout(d time.Duration) Option { return func(o *options) { o.p
 // exercise only the NAT).
 func WithoutServices() Option { return func(o *options) { o.noServices = true } }
 
+// WithoutTCPFastPath serves every guest TCP connection through gVisor,
+// as before the fast path (tcpfast.go) existed: for comparisons.
+func WithoutTCPFastPath() Option { return func(o *options) { o.noTCPFast = true } }
+
 // WithLinkHeld makes New leave the link detached (its frames wait in the
 // TAP's queue) until ReleaseLink: the engine process confines itself in
 // between, so that no guest frame is handled by an engine that is not yet
@@ -167,6 +172,7 @@ type Engine struct {
 	conns  connSet        // open host/guest connections, closed by Close
 
 	tcp  *tcpNAT
+	fast *tcpFast // nil without a link.Endpoint or WithoutTCPFastPath
 	udp  *udpNAT
 	ping *pinger
 
@@ -222,6 +228,7 @@ func New(cfg policy.Config, ep stack.LinkEndpoint, opts ...Option) (*Engine, err
 		return nil, fmt.Errorf("engine: %w", err)
 	}
 	e.tcp = newTCPNAT(e)
+	e.fast = newTCPFast(e, ep)
 	e.udp = newUDPNAT(e)
 	if !o.noServices {
 		if err := e.startServices(); err != nil {

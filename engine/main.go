@@ -81,7 +81,11 @@ func (s *server) run() int {
 	if err != nil {
 		return s.fail(err)
 	}
-	eng, err := New(start.Config, ep, WithLogger(s.log), WithLinkHeld())
+	opts := []Option{WithLogger(s.log), WithLinkHeld()}
+	if os.Getenv(TCPFastPathEnv) == "0" {
+		opts = append(opts, WithoutTCPFastPath())
+	}
+	eng, err := New(start.Config, ep, opts...)
 	if err != nil {
 		ep.Close()
 		return s.fail(err)

@@ -105,6 +105,25 @@ func rawRead(fd int, p []byte) (int, error) {
 	}
 }
 
+// rawWrite writes to a non-blocking socket; like the relay's gathered
+// writes (gather.writeTo), only small writes are raw system calls.
+func rawWrite(fd int, p []byte) (int, error) {
+	call := unix.Syscall
+	if len(p) <= rawWriteMax {
+		call = unix.RawSyscall
+	}
+	for {
+		r, _, errno := call(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		if errno == unix.EINTR {
+			continue
+		}
+		if errno != 0 {
+			return 0, errno
+		}
+		return int(r), nil
+	}
+}
+
 // rawShutdownWrite sends the host socket's FIN; rawClose closes it. Raw
 // system calls for the reason rawRead gives: both run the loopback peer's
 // receive path, and neither sleeps on a non-blocking TCP socket (a

@@ -42,7 +42,10 @@ import (
 // TakeFrame implements link.FrameTaker for the link under the guard: the
 // fast path for datagrams of established UDP flows.
 func (g *guard) TakeFrame(fr link.Frame) bool {
-	return g.e.udp.takeFrame(fr)
+	if len(fr.Segs) == 0 {
+		return false
+	}
+	return g.e.udp.takeFrame(fr) || (g.e.fast != nil && g.e.fast.takeFrame(fr))
 }
 
 // udpFrame is an Ethernet frame's UDP datagram as parseUDPFrame found it.
@@ -166,6 +169,9 @@ func (u *udpNAT) takeFrame(fr link.Frame) bool {
 // path kept back.
 func (g *guard) FlushFrames() {
 	g.e.udp.batch.flush(g.e.udp)
+	if g.e.fast != nil {
+		g.e.fast.flush()
+	}
 }
 
 // admits applies the guard's source check and the checksums the stack

@@ -1,0 +1,954 @@
+package engine
+
+import (
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+
+	"github.com/slirp4netns-go/slirp4netns/engine/link"
+	"github.com/slirp4netns-go/slirp4netns/policy"
+)
+
+// The TCP fast path: a connection the guest opens to the outside is served
+// by the engine's own guest-side TCP instead of a gVisor endpoint relayed
+// to the host socket. It maps the guest's byte stream onto the host
+// socket's: guest data goes from the link's read buffers straight into the
+// host socket (and is acknowledged once the host socket took it), host data
+// is read into a per-connection buffer and sent to the guest as one frame
+// (a GSO frame on a TAP with the virtio-net header) that the buffer keeps
+// until the guest acknowledges it. That is the work the C slirp4netns and
+// pasta do per segment; through gVisor each segment also crossed its
+// network and transport layers, its receive and send queues, a waiter
+// notification and a relay goroutine. Measured (scripts/netab, see
+// docs/benchmarks.md): round trips and connection rate.
+//
+// What it needs from TCP is little, because the guest is at the other end
+// of a TAP: frames from the guest arrive in order and are never lost on
+// the way to us, so out-of-order data is simply dropped (the guest's fast
+// retransmit follows the duplicate ACKs) and neither SACK nor timestamps
+// are offered. Frames to the guest can be dropped (its backlog is full):
+// they are retransmitted go-back-N from the first unacknowledged byte after
+// three duplicate ACKs or a retransmission timeout. The window announced to
+// the guest is what the engine can hold of its data that the host socket
+// has not taken yet (fastRcvCap), so backpressure from a slow host reader
+// reaches the guest as a shrinking window, never as lost data.
+//
+// It handles only what gVisor's forwarder would have handed to tcpNAT: a
+// SYN from a guest address that no gVisor endpoint (a listener of the
+// engine's services) claims, passing the checks of the guard and the
+// checksums. Everything else (forwarded connections, which gVisor opens
+// towards the guest, segments of unknown connections, malformed frames)
+// goes to gVisor as before, so its resets and counters stay as they were.
+// SYN handling, limits and the host dial are tcpNAT's (acquire, dial).
+
+// TCPFastPathEnv set to "0" in slirp4netns's environment turns the fast
+// path off (WithoutTCPFastPath): a diagnostic switch, for comparisons and
+// for ruling the fast path out when a connection misbehaves.
+const TCPFastPathEnv = "SLIRP4NETNS_GO_TCP_FASTPATH"
+
+// Sizes and times of the fast path.
+const (
+	// fastRcvCap bounds the guest data held for a host socket that does
+	// not take it: the window announced to the guest.
+	fastRcvCap = 512 << 10
+	// fastRcvWS is the window scale announced (when the guest offers
+	// scaling): 512 KiB needs a shift of 4.
+	fastRcvWS = 4
+	// fastAckBytes: after this much unacknowledged guest data an ACK goes
+	// out at once, not when the link runs dry, so that a sender with a
+	// large window is not held up.
+	fastAckBytes = 128 << 10
+	// fastGSOMax bounds the payload of one GSO frame to the guest (the IP
+	// length field and the TAP's 64 KiB).
+	fastGSOMax = 65535 - header.IPv6MinimumSize - header.TCPMinimumSize - 60
+	// Retransmission timeouts and retries to the guest.
+	fastSynRTO     = time.Second
+	fastRTO        = 200 * time.Millisecond
+	fastMaxRTO     = 30 * time.Second
+	fastSynRetries = 5
+	fastMaxRetries = 12
+)
+
+// holdBufs recycles the buffers of guest data waiting for a host socket.
+var holdBufs = sync.Pool{New: func() any {
+	b := make([]byte, fastRcvCap)
+	return &b
+}}
+
+// fastLink is what the fast path needs of the link: link.Endpoint.
+type fastLink interface {
+	WriteFrame(h link.VnetHdr, head, payload []byte) error
+	GSOFrames() bool
+	PartialChecksums() bool
+}
+
+// tcpFast owns the fast path's connections.
+type tcpFast struct {
+	e       *Engine
+	link    fastLink
+	mac     tcpip.LinkAddress
+	mtu     int
+	gso     bool
+	partial bool
+
+	mu    sync.Mutex
+	conns map[stack.TransportEndpointID]*fastConn
+
+	// owed holds the connections that owe the guest an ACK, sent when the
+	// link runs dry (FlushFrames); the reader goroutine's alone.
+	owed []*fastConn
+}
+
+// newTCPFast returns the fast path for link ep, or nil when ep cannot
+// carry it (a link of the tests that is not a link.Endpoint).
+func newTCPFast(e *Engine, ep stack.LinkEndpoint) *tcpFast {
+	l, ok := ep.(fastLink)
+	if !ok || e.opts.noTCPFast {
+		return nil
+	}
+	return &tcpFast{
+		e:       e,
+		link:    l,
+		mac:     ep.LinkAddress(),
+		mtu:     int(ep.MTU()),
+		gso:     l.GSOFrames() && l.PartialChecksums(),
+		partial: l.PartialChecksums(),
+		conns:   make(map[stack.TransportEndpointID]*fastConn),
+	}
+}
+
+// takeFrame handles fr if it is a segment of a fast-path connection or a
+// SYN that opens one, and reports whether it did.
+func (f *tcpFast) takeFrame(fr link.Frame) bool {
+	head := fr.Segs[0]
+	s, ok := parseTCPFrame(head, fr.Len())
+	if !ok {
+		return false
+	}
+	f.mu.Lock()
+	c := f.conns[s.id]
+	f.mu.Unlock()
+	if c == nil {
+		if s.flags&(header.TCPFlagSyn|header.TCPFlagAck|header.TCPFlagRst|header.TCPFlagFin) != header.TCPFlagSyn {
+			return false
+		}
+		if !f.admits(&s, fr) {
+			return false
+		}
+		return f.open(&s, head)
+	}
+	if !fr.ChecksumValidated && !tcpChecksumValid(&s, fr) {
+		return false // gVisor drops and counts it
+	}
+	c.segment(&s, fr)
+	return true
+}
+
+// admits applies to a SYN what the guard, gVisor's IP layer and its
+// demuxer would: a guest source, a unicast destination, valid checksums,
+// and no gVisor endpoint claiming it.
+func (f *tcpFast) admits(s *tcpSeg, fr link.Frame) bool {
+	src, dst := addrOf(s.id.RemoteAddress), addrOf(s.id.LocalAddress)
+	if src.IsUnspecified() || !policy.IsGuestSource(f.e.plan, f.e.cfg, src) || !isFastDst(dst) {
+		return false
+	}
+	if s.netProto == header.IPv6ProtocolNumber && !f.e.cfg.EnableIPv6 {
+		return false
+	}
+	if !fr.ChecksumValidated && !tcpChecksumValid(s, fr) {
+		return false
+	}
+	return f.e.stack.FindTransportEndpoint(s.netProto, tcp.ProtocolNumber, s.id, nicID) == nil
+}
+
+// open starts a connection for the guest's SYN s (whose frame starts with
+// head): the host dial runs on a worker, the SYN-ACK follows its success.
+func (f *tcpFast) open(s *tcpSeg, head []byte) bool {
+	switch f.e.tcp.acquire(s.id) {
+	case acquireDuplicate:
+		return true
+	case acquireOverLimit:
+		f.e.stats.SYNDropped.Add(1)
+		return true
+	}
+	opts := header.ParseSynOptions(head[s.tcpOff+header.TCPMinimumSize:s.dataOff], false)
+	c := newFastConn(f, s, opts, tcpip.LinkAddress(head[6:12]))
+	f.mu.Lock()
+	f.conns[s.id] = c
+	f.mu.Unlock()
+	f.e.goFunc(c.dial)
+	return true
+}
+
+// remove forgets c.
+func (f *tcpFast) remove(c *fastConn) {
+	f.mu.Lock()
+	if f.conns[c.tpl.id] == c {
+		delete(f.conns, c.tpl.id)
+	}
+	f.mu.Unlock()
+}
+
+// flush sends the ACKs the connections owe the guest (the link ran dry).
+// Delaying those for small segments (in case the host's answer carries
+// them) was measured and dropped: 0.5 ms with one engine-wide timer cost
+// more CPU per round trip (69 vs 60 us) and a higher p50 in netab rr.
+func (f *tcpFast) flush() {
+	for i, c := range f.owed {
+		c.mu.Lock()
+		c.queued = false
+		if c.ackOwed && c.state == fcOpen {
+			c.sendACK()
+		}
+		c.mu.Unlock()
+		f.owed[i] = nil
+	}
+	f.owed = f.owed[:0]
+}
+
+// count is the number of fast-path connections (tests).
+func (f *tcpFast) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.conns)
+}
+
+// States of a fast-path connection.
+type fcState uint8
+
+const (
+	fcDialing fcState = iota // the host dial runs; nothing sent to the guest
+	fcSynRcvd                // SYN-ACK sent, waiting for the guest's ACK
+	fcOpen                   // established (either side may have closed)
+	fcDone                   // closed, or reset
+)
+
+// fastConn is one guest connection on the fast path. Its fields are
+// guarded by mu: the link's reader (guest segments), the poller (host
+// events), a worker (the dial) and the timer all lock it.
+type fastConn struct {
+	f     *tcpFast
+	sched *relaySched
+	key   uint64 // poller key
+
+	mu    sync.Mutex
+	state fcState
+	fd    int // host socket, -1 until dialed
+	tpl   tcpTemplate
+
+	// Guest to host.
+	irs     uint32 // the guest's initial sequence number
+	rcvNxt  uint32
+	rcvEdge uint32 // right edge of the window announced
+	rcvWS   uint8
+	// hold keeps acknowledged guest data the host socket has not taken:
+	// (*hold)[hOff:hEnd].
+	hold       *[]byte
+	hOff, hEnd int
+	unacked    int // guest bytes taken since the last ACK
+	ackOwed    bool
+	queued     bool // in f.owed
+	guestFIN   bool
+	hostShut   bool // the guest's FIN went on to the host (shutdown)
+	outArmed   bool // EPOLLOUT armed for hold
+
+	// Host to guest.
+	iss       uint32
+	sndUna    uint32
+	sndNxt    uint32
+	sndWnd    uint32 // the guest's window, in bytes
+	sndWS     uint8
+	mss       int
+	sbuf      *[]byte // host data from sndUna on: (*sbuf)[sOff:sEnd]
+	sOff      int
+	sEnd      int
+	hostReady bool // the host socket may have data or EOF to read
+	hostDrain bool // read it until EAGAIN (see relayConn.hostDrain)
+	hostEOF   bool
+	finSent   bool // our FIN is in sndNxt
+	finAcked  bool
+	dupAcks   int
+	retries   int
+	rto       time.Duration
+	timer     *time.Timer
+	timerOn   bool
+}
+
+func newFastConn(f *tcpFast, s *tcpSeg, opts header.TCPSynOptions, guestMAC tcpip.LinkAddress) *fastConn {
+	c := &fastConn{
+		f:      f,
+		fd:     -1,
+		irs:    s.seq,
+		rcvNxt: s.seq + 1,
+		iss:    rand.Uint32(),
+		rto:    fastSynRTO,
+	}
+	c.tpl = tcpTemplate{
+		id:      s.id,
+		v6:      s.netProto == header.IPv6ProtocolNumber,
+		src:     f.mac,
+		dst:     guestMAC,
+		partial: f.partial,
+	}
+	c.sndUna, c.sndNxt = c.iss, c.iss+1
+	c.mss = max(min(int(opts.MSS), f.mtu-c.tpl.ipLen()-header.TCPMinimumSize), 64)
+	if opts.WS >= 0 {
+		c.sndWS, c.rcvWS = uint8(min(opts.WS, header.MaxWndScale)), fastRcvWS
+	}
+	c.sndWnd = uint32(s.wnd) // not scaled in a SYN
+	return c
+}
+
+// dial connects the host side, then answers the guest: a SYN-ACK, or a
+// reset when the dial failed. It runs on a worker.
+func (c *fastConn) dial() {
+	t := c.f.e.tcp
+	defer t.release(c.tpl.id)
+	sched, err := t.relay()
+	fd := -1
+	if err == nil {
+		fd, err = t.dial(c.tpl.id)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == fcDone { // the guest reset meanwhile
+		if fd >= 0 {
+			resetFD(fd)
+		}
+		return
+	}
+	if err != nil {
+		t.e.stats.TCPRefused.Add(1)
+		c.send(&segOut{flags: header.TCPFlagRst | header.TCPFlagAck, ack: c.rcvNxt})
+		c.finish(false)
+		return
+	}
+	c.fd, c.sched = fd, sched
+	if !sched.add(c) {
+		c.send(&segOut{flags: header.TCPFlagRst | header.TCPFlagAck, ack: c.rcvNxt})
+		c.sched = nil
+		c.finish(true)
+		return
+	}
+	c.state = fcSynRcvd
+	c.sendSYNACK()
+	c.armTimer()
+}
+
+// synOpts are the SYN-ACK's options: MSS, and the window scale when the
+// guest offered scaling.
+func (c *fastConn) synOpts(b *[8]byte) []byte {
+	mss := c.f.mtu - c.tpl.ipLen() - header.TCPMinimumSize
+	b[0], b[1], b[2], b[3] = header.TCPOptionMSS, header.TCPOptionMSSLength, byte(mss>>8), byte(mss)
+	if c.rcvWS == 0 {
+		return b[:4]
+	}
+	b[4], b[5], b[6], b[7] = header.TCPOptionNOP, header.TCPOptionWS, header.TCPOptionWSLength, c.rcvWS
+	return b[:8]
+}
+
+func (c *fastConn) sendSYNACK() {
+	var ob [8]byte
+	wnd := uint32(min(fastRcvCap, 0xffff))
+	c.rcvEdge = c.rcvNxt + wnd
+	c.send(&segOut{
+		flags: header.TCPFlagSyn | header.TCPFlagAck,
+		seq:   c.iss,
+		ack:   c.rcvNxt,
+		wnd:   uint16(wnd),
+		opts:  c.synOpts(&ob),
+	})
+}
+
+// send writes one segment to the guest. A frame the link drops is lost
+// like any other: the retransmission covers it.
+func (c *fastConn) send(s *segOut) {
+	head, vh := c.tpl.build(s)
+	_ = c.f.link.WriteFrame(vh, head, s.payload)
+}
+
+// window returns the window field to announce and moves the announced
+// right edge, which never moves left.
+func (c *fastConn) window() uint16 {
+	free := max(fastRcvCap-c.held(), 0)
+	if edge := c.rcvNxt + uint32(free); seqLT(c.rcvEdge, edge) {
+		c.rcvEdge = edge
+	}
+	return uint16(min((c.rcvEdge-c.rcvNxt)>>c.rcvWS, 0xffff))
+}
+
+// sendACK sends a bare ACK with the current window.
+func (c *fastConn) sendACK() {
+	c.send(&segOut{flags: header.TCPFlagAck, seq: c.sndNxt, ack: c.rcvNxt, wnd: c.window()})
+	c.ackOwed, c.unacked = false, 0
+}
+
+// owe has the ACK sent when the link runs dry (reader goroutine only).
+func (c *fastConn) owe() {
+	c.ackOwed = true
+	if !c.queued {
+		c.queued = true
+		c.f.owed = append(c.f.owed, c)
+	}
+}
+
+// segment handles a guest segment of this connection (reader goroutine).
+func (c *fastConn) segment(s *tcpSeg, fr link.Frame) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.state {
+	case fcDialing:
+		if s.flags&header.TCPFlagRst != 0 && s.seq == c.rcvNxt {
+			c.finish(false) // dial sees it and resets the host socket
+		}
+		return
+	case fcSynRcvd:
+		if !c.handshakeDone(s) {
+			return
+		}
+	case fcDone:
+		return
+	}
+	c.established(s, fr)
+}
+
+// handshakeDone handles a segment in fcSynRcvd and reports whether it
+// completed the handshake (and is to be processed as established).
+func (c *fastConn) handshakeDone(s *tcpSeg) bool {
+	switch {
+	case s.flags&header.TCPFlagRst != 0:
+		if s.seq == c.rcvNxt {
+			c.finish(true)
+		}
+		return false
+	case s.flags&header.TCPFlagSyn != 0:
+		if s.flags&header.TCPFlagAck == 0 && s.seq == c.irs {
+			c.sendSYNACK() // our SYN-ACK was lost
+		}
+		return false
+	case s.flags&header.TCPFlagAck == 0:
+		return false
+	case s.ack != c.iss+1:
+		c.send(&segOut{flags: header.TCPFlagRst, seq: s.ack})
+		return false
+	}
+	c.state = fcOpen
+	c.sndUna = s.ack
+	c.retries, c.rto = 0, fastRTO
+	c.stopTimer()
+	return true
+}
+
+// established handles a segment of an open connection.
+func (c *fastConn) established(s *tcpSeg, fr link.Frame) {
+	switch {
+	case s.flags&header.TCPFlagRst != 0:
+		if seqLEQ(c.rcvNxt, s.seq) && seqLEQ(s.seq, c.rcvEdge) {
+			c.finish(true)
+		}
+		return
+	case s.flags&header.TCPFlagSyn != 0:
+		c.owe() // a challenge ACK
+		return
+	case s.flags&header.TCPFlagAck == 0:
+		return
+	}
+	if !c.ackArrived(s) {
+		return
+	}
+	if c.state != fcOpen || !c.dataArrived(s, fr) {
+		return
+	}
+	c.pushToGuest()
+	c.maybeFinish()
+}
+
+// ackArrived processes the ACK and window of s; false means drop s.
+func (c *fastConn) ackArrived(s *tcpSeg) bool {
+	ack := s.ack
+	if seqLT(c.sndNxt, ack) {
+		c.owe() // acknowledges what was never sent
+		return false
+	}
+	if seqLT(ack, c.sndUna) {
+		return true // an old ACK: its data may still be new
+	}
+	wnd := uint32(s.wnd) << c.sndWS
+	switch {
+	case ack != c.sndUna:
+		c.acked(ack)
+	case s.dataLen() == 0 && s.flags&header.TCPFlagFin == 0 && c.sndNxt != c.sndUna && wnd == c.sndWnd:
+		c.dupAcks++
+		if c.dupAcks == 3 {
+			c.goBack()
+		}
+	}
+	if wnd == 0 {
+		// An answer to a window probe: the guest is there, only not
+		// reading. Probing goes on as long as it answers.
+		c.retries = 0
+	}
+	c.sndWnd = wnd
+	return true
+}
+
+// acked drops what the guest acknowledged up to ack from the send buffer.
+func (c *fastConn) acked(ack uint32) {
+	n := int(ack - c.sndUna)
+	if c.finSent && ack == c.sndNxt {
+		c.finAcked = true
+		n--
+	}
+	c.sOff += n
+	c.sndUna = ack
+	c.dupAcks, c.retries, c.rto = 0, 0, fastRTO
+	if c.sOff == c.sEnd {
+		c.putSendBuf()
+	}
+	if c.sndUna == c.sndNxt {
+		c.stopTimer()
+	} else {
+		c.restartTimer()
+	}
+}
+
+// goBack has everything unacknowledged sent again.
+func (c *fastConn) goBack() {
+	if c.finSent && !c.finAcked {
+		c.finSent = false
+	}
+	c.sndNxt = c.sndUna
+}
+
+// dataArrived passes the payload (and FIN) of s on to the host; false
+// means the connection ended.
+func (c *fastConn) dataArrived(s *tcpSeg, fr link.Frame) bool {
+	n, off, seq := s.dataLen(), s.dataOff, s.seq
+	fin := s.flags&header.TCPFlagFin != 0
+	if n == 0 && !fin {
+		return true
+	}
+	if seqLT(seq, c.rcvNxt) { // a retransmit: skip what we have
+		skip := int(c.rcvNxt - seq)
+		if skip >= n+boolInt(fin) {
+			c.owe()
+			return true
+		}
+		off, n, seq = off+skip, n-skip, c.rcvNxt
+	}
+	if seq != c.rcvNxt || c.guestFIN {
+		c.owe() // a gap (a frame dropped before us): duplicate ACK
+		return true
+	}
+	if room := int(c.rcvEdge - c.rcvNxt); n > room {
+		n, fin = max(room, 0), false
+	}
+	if n > 0 {
+		if err := c.toHost(fr, off, off+n); err != nil {
+			c.reset()
+			return false
+		}
+		c.rcvNxt += uint32(n)
+		c.unacked += n
+	}
+	if fin {
+		c.rcvNxt++
+		c.guestFIN = true
+		if err := c.shutHost(); err != nil {
+			c.reset()
+			return false
+		}
+	}
+	if fin || c.unacked >= fastAckBytes {
+		c.sendACK()
+	} else {
+		c.owe()
+	}
+	return true
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// toHost writes the frame's bytes [from, to) to the host socket and keeps
+// what it does not take in hold.
+func (c *fastConn) toHost(fr link.Frame, from, to int) error {
+	if c.held() > 0 || c.hostShut {
+		forSegRange(fr.Segs, from, to, c.keep)
+		return nil
+	}
+	var g gather
+	var iovs [8]unix.Iovec
+	g.iov = iovs[:0]
+	forSegRange(fr.Segs, from, to, func(b []byte) { _, _ = g.Write(b) })
+	n, err := 0, error(nil)
+	if g.n == to-from {
+		n, err = g.writeTo(c.fd)
+	}
+	switch {
+	case err == unix.EAGAIN:
+		n = 0
+	case err != nil:
+		return err
+	}
+	done := 0
+	forSegRange(fr.Segs, from, to, func(b []byte) {
+		if skip := min(n-done, len(b)); skip < len(b) {
+			c.keep(b[max(skip, 0):])
+		}
+		done += len(b)
+	})
+	if c.held() > 0 {
+		return c.armOut(true)
+	}
+	return nil
+}
+
+// flushHold writes held guest data to the host socket (it became
+// writable), then passes on a FIN that waited for it.
+func (c *fastConn) flushHold() error {
+	for c.held() > 0 {
+		n, err := rawWrite(c.fd, (*c.hold)[c.hOff:c.hEnd])
+		if err == unix.EAGAIN {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		c.hOff += n
+	}
+	c.putHold()
+	if err := c.armOut(false); err != nil {
+		return err
+	}
+	if err := c.shutHost(); err != nil {
+		return err
+	}
+	if c.rcvEdge-c.rcvNxt < fastRcvCap/2 {
+		c.sendACK() // a window update
+	}
+	return nil
+}
+
+// shutHost passes the guest's FIN on once its data is out.
+func (c *fastConn) shutHost() error {
+	if !c.guestFIN || c.hostShut || c.held() > 0 {
+		return nil
+	}
+	c.hostShut = true
+	return rawShutdownWrite(c.fd)
+}
+
+// armOut adds or removes EPOLLOUT for the host socket.
+func (c *fastConn) armOut(on bool) error {
+	if c.outArmed == on {
+		return nil
+	}
+	c.outArmed = on
+	return c.sched.ctl(unix.EPOLL_CTL_MOD, c, on)
+}
+
+// pushToGuest sends the guest what it has room for of the host's data,
+// reading more from the host socket as the buffer allows, then the FIN
+// after the host's EOF.
+func (c *fastConn) pushToGuest() {
+	for c.sendData() || c.readHost() {
+	}
+	if c.state != fcOpen {
+		return
+	}
+	if c.hostEOF && !c.finSent && c.unsent() == 0 {
+		c.send(&segOut{flags: header.TCPFlagFin | header.TCPFlagAck, seq: c.sndNxt, ack: c.rcvNxt, wnd: c.window()})
+		c.ackOwed, c.unacked = false, 0
+		c.sndNxt++
+		c.finSent = true
+		c.startTimer()
+	}
+	if c.unsent() > 0 && c.sndWnd == 0 {
+		c.startTimer() // probe the closed window
+	}
+}
+
+// unsent is how much of the send buffer has not been sent.
+func (c *fastConn) unsent() int {
+	inFlight := int(c.sndNxt - c.sndUna)
+	if c.finSent && !c.finAcked {
+		inFlight-- // the FIN takes a sequence number, not a byte
+	}
+	return c.sEnd - c.sOff - inFlight
+}
+
+// sendData sends one frame of unsent data if the guest's window allows
+// and reports whether it did.
+func (c *fastConn) sendData() bool {
+	unsent := c.unsent()
+	if unsent <= 0 || c.state != fcOpen {
+		return false
+	}
+	allow := int(int32(c.sndUna + c.sndWnd - c.sndNxt))
+	if allow <= 0 {
+		return false
+	}
+	n, mss := min(unsent, allow), 0
+	if c.f.gso && n > c.mss && 2*c.mss <= fastGSOMax {
+		// A GSO frame of whole segments (the last may be short).
+		mss = c.mss
+		if n > fastGSOMax {
+			n = fastGSOMax - fastGSOMax%c.mss
+		}
+	} else {
+		n = min(n, c.mss)
+	}
+	start := c.sEnd - unsent
+	flags := header.TCPFlagAck
+	if n == unsent {
+		flags |= header.TCPFlagPsh
+	}
+	c.send(&segOut{
+		flags:   flags,
+		seq:     c.sndNxt,
+		ack:     c.rcvNxt,
+		wnd:     c.window(),
+		payload: (*c.sbuf)[start : start+n],
+		mss:     mss,
+	})
+	c.ackOwed, c.unacked = false, 0
+	c.sndNxt += uint32(n)
+	c.startTimer()
+	return true
+}
+
+// readHost reads from the host socket into the send buffer if it may have
+// data and the buffer has room, and reports whether it read any.
+func (c *fastConn) readHost() bool {
+	if !c.hostReady || c.hostEOF || c.state != fcOpen {
+		return false
+	}
+	if c.sbuf == nil {
+		c.sbuf = copyBufs.Get().(*[]byte)
+		c.sOff, c.sEnd = 0, 0
+	}
+	buf := *c.sbuf
+	if c.sEnd == len(buf) && c.sOff > 0 {
+		c.sEnd = copy(buf, buf[c.sOff:c.sEnd])
+		c.sOff = 0
+	}
+	if c.sEnd == len(buf) {
+		return false // full: more once the guest acknowledges
+	}
+	want := len(buf) - c.sEnd
+	n, err := rawRead(c.fd, buf[c.sEnd:])
+	switch {
+	case err == unix.EAGAIN:
+		c.hostReady = false
+		return false
+	case err != nil:
+		c.reset()
+		return false
+	case n == 0:
+		c.hostReady, c.hostEOF = false, true
+		return false
+	}
+	if n < want && !c.hostDrain {
+		c.hostReady = false // a short read: the socket is empty
+	}
+	c.sEnd += n
+	return true
+}
+
+// maybeFinish closes the connection once both FINs went through.
+func (c *fastConn) maybeFinish() {
+	if c.state == fcOpen && c.hostShut && c.finAcked {
+		c.finish(false)
+	}
+}
+
+// reset ends the connection with a reset on both sides (a host error).
+func (c *fastConn) reset() {
+	if c.state == fcDone {
+		return
+	}
+	c.send(&segOut{flags: header.TCPFlagRst | header.TCPFlagAck, seq: c.sndNxt, ack: c.rcvNxt})
+	c.finish(true)
+}
+
+// finish closes the host socket (with a reset when abort) and forgets the
+// connection.
+func (c *fastConn) finish(abort bool) {
+	if c.state == fcDone {
+		return
+	}
+	c.state = fcDone
+	c.stopTimer()
+	c.f.remove(c)
+	if c.fd >= 0 {
+		if c.sched != nil {
+			c.sched.remove(c)
+		}
+		if abort {
+			resetFD(c.fd)
+		} else {
+			rawClose(c.fd)
+		}
+		c.fd = -1
+	}
+	c.putSendBuf()
+	c.putHold()
+}
+
+// held is how much guest data waits for the host socket.
+func (c *fastConn) held() int { return c.hEnd - c.hOff }
+
+// keep appends b to the held guest data. It always fits: the window
+// announced never exceeds the room left (window).
+func (c *fastConn) keep(b []byte) {
+	if c.hold == nil {
+		c.hold = holdBufs.Get().(*[]byte)
+		c.hOff, c.hEnd = 0, 0
+	}
+	buf := *c.hold
+	if c.hEnd+len(b) > len(buf) {
+		c.hEnd = copy(buf, buf[c.hOff:c.hEnd])
+		c.hOff = 0
+	}
+	c.hEnd += copy(buf[c.hEnd:], b)
+}
+
+func (c *fastConn) putHold() {
+	if c.hold != nil {
+		holdBufs.Put(c.hold)
+		c.hold, c.hOff, c.hEnd = nil, 0, 0
+	}
+}
+
+func (c *fastConn) putSendBuf() {
+	if c.sbuf != nil {
+		copyBufs.Put(c.sbuf)
+		c.sbuf, c.sOff, c.sEnd = nil, 0, 0
+	}
+}
+
+// hostEvent implements polledConn (the poller goroutine).
+func (c *fastConn) hostEvent(events uint32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != fcOpen && c.state != fcSynRcvd {
+		return
+	}
+	if events&unix.EPOLLERR != 0 {
+		if errno, err := rawGetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR); err == nil && errno != 0 {
+			c.reset()
+			return
+		}
+	}
+	c.hostReady = true
+	if events&hostDrainEvents != 0 {
+		c.hostDrain = true
+	}
+	if c.state != fcOpen {
+		return // until the handshake is done, host data waits in the socket
+	}
+	if events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 && c.held() > 0 {
+		if err := c.flushHold(); err != nil {
+			c.reset()
+			return
+		}
+	}
+	c.pushToGuest()
+	c.maybeFinish()
+}
+
+func (c *fastConn) pollFD() int           { return c.fd }
+func (c *fastConn) pollKey() uint64       { return c.key }
+func (c *fastConn) setPollKey(key uint64) { c.key = key }
+
+// abort implements polledConn: the engine is closing.
+func (c *fastConn) abort() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reset()
+}
+
+// Timers: one per connection, running while something sent is
+// unacknowledged (the SYN-ACK, data, the FIN) or the guest's window is
+// closed on unsent data.
+
+func (c *fastConn) startTimer() {
+	if !c.timerOn {
+		c.restartTimer()
+	}
+}
+
+func (c *fastConn) armTimer() { c.restartTimer() }
+
+func (c *fastConn) restartTimer() {
+	c.timerOn = true
+	if c.timer == nil {
+		c.timer = time.AfterFunc(c.rto, c.expired)
+		return
+	}
+	c.timer.Reset(c.rto)
+}
+
+func (c *fastConn) stopTimer() {
+	if c.timerOn {
+		c.timerOn = false
+		c.timer.Stop()
+	}
+}
+
+// expired is the retransmission (and window probe) timer.
+func (c *fastConn) expired() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.timerOn {
+		return
+	}
+	c.timerOn = false
+	switch c.state {
+	case fcSynRcvd:
+		c.retries++
+		if c.retries > fastSynRetries {
+			c.finish(true)
+			return
+		}
+		c.rto = min(2*c.rto, fastMaxRTO)
+		c.sendSYNACK()
+		c.restartTimer()
+	case fcOpen:
+		c.retransmit()
+	}
+}
+
+// retransmit resends after a timeout, or probes a closed window.
+func (c *fastConn) retransmit() {
+	if c.sndNxt == c.sndUna {
+		if c.unsent() > 0 && c.sndWnd == 0 {
+			// A window probe: an old sequence number makes the guest
+			// answer with its current window.
+			c.send(&segOut{flags: header.TCPFlagAck, seq: c.sndNxt - 1, ack: c.rcvNxt, wnd: c.window()})
+			c.rto = min(2*c.rto, fastMaxRTO)
+			c.restartTimer()
+		}
+		return
+	}
+	c.retries++
+	if c.retries > fastMaxRetries {
+		c.reset()
+		return
+	}
+	c.rto = min(2*c.rto, fastMaxRTO)
+	c.goBack()
+	c.pushToGuest()
+	c.startTimer()
+}
