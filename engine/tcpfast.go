@@ -103,6 +103,9 @@ type tcpFast struct {
 	// owed holds the connections that owe the guest an ACK, sent when the
 	// link runs dry (FlushFrames); the reader goroutine's alone.
 	owed []*fastConn
+	// g gathers a guest segment's payload for the host socket (reader
+	// goroutine).
+	g gather
 }
 
 // newTCPFast returns the fast path for link ep, or nil when ep cannot
@@ -587,14 +590,13 @@ func (c *fastConn) toHost(fr link.Frame, from, to int) error {
 		forSegRange(fr.Segs, from, to, c.keep)
 		return nil
 	}
-	var g gather
-	var iovs [8]unix.Iovec
-	g.iov = iovs[:0]
+	g := &c.f.g // the reader goroutine's
 	forSegRange(fr.Segs, from, to, func(b []byte) { _, _ = g.Write(b) })
 	n, err := 0, error(nil)
 	if g.n == to-from {
 		n, err = g.writeTo(c.fd)
 	}
+	g.reset()
 	switch {
 	case err == unix.EAGAIN:
 		n = 0

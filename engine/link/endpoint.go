@@ -203,6 +203,7 @@ func New(fd int, opts Options) (*Endpoint, error) {
 		}
 	}
 	e.rx.init(opts.VnetHdr)
+	e.rx.flush = e.flushTaken
 	e.tx.init(opts.VnetHdr, &e.stats)
 	return e, nil
 }
@@ -397,10 +398,6 @@ func (e *Endpoint) readLoop() error {
 			runtime.Gosched()
 		}
 		n, err := e.rx.read(e.rc)
-		if err == errFlush {
-			e.flushTaken()
-			continue
-		}
 		if err == nil && n == 0 {
 			err = io.EOF
 		}
@@ -523,8 +520,9 @@ type rxState struct {
 	views [rxViews]*buffer.View
 	segs  [rxViews][]byte // Frame.Segs's backing array
 	// taker took frames since its last FlushFrames: the next read that
-	// finds the fd empty returns errFlush instead of waiting.
+	// finds the fd empty calls flush (Endpoint.flushTaken) before waiting.
 	taker FrameTaker
+	flush func()
 	iov   []unix.Iovec
 	n     int
 	errno syscall.Errno
@@ -581,8 +579,14 @@ func (r *rxState) readv(fd uintptr) bool {
 			continue
 		case unix.EAGAIN:
 			if r.taker != nil {
-				r.n, r.errno = 0, unix.EAGAIN
-				return true // flush before waiting
+				// Flush before waiting, and wait within this same
+				// RawConn.Read: a frame that comes in meanwhile (the
+				// guest's kernel answers a flushed frame inside our
+				// writev) is an edge the poller has kept, so the next
+				// readv runs only if one did. Returning to flush
+				// outside would cost a readv that fails on every wake-up
+				// (rc.Read forgets readiness when it starts).
+				r.flush()
 			}
 			return false
 		}
@@ -597,18 +601,11 @@ func (r *rxState) read(rc syscall.RawConn) (int, error) {
 	if err := rc.Read(r.fn); err != nil {
 		return 0, err
 	}
-	if r.errno == unix.EAGAIN {
-		return 0, errFlush
-	}
 	if r.errno != 0 {
 		return 0, r.errno
 	}
 	return r.n, nil
 }
-
-// errFlush is read's signal that the fd is empty and a FrameTaker has
-// frames to flush before the reader waits.
-var errFlush = errors.New("link: flush taken frames")
 
 // check validates the header of the n bytes just read, repairs GSO
 // lengths, and returns the Ethernet frame's length.
@@ -691,6 +688,7 @@ type txState struct {
 	wait    bool // on EAGAIN, wait in the poller
 	stats   *counters
 	fn      func(fd uintptr) bool
+	raw     rawTx // WriteFrame's
 }
 
 func (t *txState) init(vnet bool, c *counters) {

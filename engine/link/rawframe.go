@@ -36,34 +36,30 @@ func (e *Endpoint) WriteFrame(h VnetHdr, head, payload []byte) error {
 	}
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
-	var iov [3]unix.Iovec
-	n := 0
+	r := &e.tx.raw
+	r.n = 0
 	if e.vnet {
 		h.Encode(e.tx.hdr[:])
-		iov[n] = iovecOf(e.tx.hdr[:])
-		n++
+		r.iov[r.n] = iovecOf(e.tx.hdr[:])
+		r.n++
 	}
-	iov[n] = iovecOf(head)
-	n++
+	r.iov[r.n] = iovecOf(head)
+	r.n++
 	if len(payload) > 0 {
-		iov[n] = iovecOf(payload)
-		n++
+		r.iov[r.n] = iovecOf(payload)
+		r.n++
 	}
-	var errno unix.Errno
-	if err := e.rc.Write(func(fd uintptr) bool {
-		for {
-			_, _, errno = unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(n))
-			if errno != unix.EINTR {
-				return true
-			}
-		}
-	}); err != nil {
+	if r.fn == nil {
+		r.fn = r.writev
+	}
+	err := e.rc.Write(r.fn)
+	r.iov = [3]unix.Iovec{} // drop the references to the caller's buffers
+	if err == nil && r.errno != 0 {
+		err = r.errno
+	}
+	if err != nil {
 		e.stats.txErrors.Add(1)
 		return err
-	}
-	if errno != 0 {
-		e.stats.txErrors.Add(1)
-		return errno
 	}
 	e.stats.txFrames.Add(1)
 	e.stats.txBytes.Add(uint64(len(head) + len(payload)))
@@ -71,6 +67,25 @@ func (e *Endpoint) WriteFrame(h VnetHdr, head, payload []byte) error {
 		e.stats.txGSO.Add(1)
 	}
 	return nil
+}
+
+// rawTx is WriteFrame's state, kept in the Endpoint (under wmu) so that a
+// frame's write allocates nothing.
+type rawTx struct {
+	iov   [3]unix.Iovec
+	n     int
+	errno unix.Errno
+	fn    func(fd uintptr) bool
+}
+
+// writev runs inside RawConn.Write: one non-blocking writev, never waiting.
+func (r *rawTx) writev(fd uintptr) bool {
+	for {
+		_, _, r.errno = unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&r.iov[0])), uintptr(r.n))
+		if r.errno != unix.EINTR {
+			return true
+		}
+	}
 }
 
 // iovecOf is an iovec for b, which must not be empty.
