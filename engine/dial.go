@@ -28,39 +28,50 @@ const (
 // goroutine wake-up and the socket needs no detaching from Go's poller
 // afterwards. Only a slower peer makes it wait, in Go's poller.
 func dialHost(ctx context.Context, dst netip.AddrPort, local netip.Addr, timeout time.Duration) (int, error) {
-	family := unix.AF_INET
-	if dst.Addr().Is6() {
-		family = unix.AF_INET6
-	}
-	fd, err := rawSocketFD(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, fmt.Errorf("socket: %w", err)
-	}
-	if err := prepareHostSocket(fd, local); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	err = rawConnect(fd, dst)
-	switch {
-	case err == nil:
-		return fd, nil
-	case errors.Is(err, unix.EINPROGRESS) || errors.Is(err, unix.EINTR):
-	default:
-		unix.Close(fd)
-		return -1, fmt.Errorf("connect %s: %w", dst, err)
-	}
-	if done, err := connectDone(fd); done {
-		if err != nil {
-			unix.Close(fd)
-			return -1, fmt.Errorf("connect %s: %w", dst, err)
-		}
-		return fd, nil
+	fd, done, err := startDial(dst, local)
+	if err != nil || done {
+		return fd, err
 	}
 	nfd, err := waitConnect(ctx, fd, timeout)
 	if err != nil {
 		return -1, fmt.Errorf("connect %s: %w", dst, err)
 	}
 	return nfd, nil
+}
+
+// startDial starts dialHost's connect and reports whether it has finished
+// (done, or failed: err). While it has not, the caller owns fd and waits
+// for it (waitConnect).
+func startDial(dst netip.AddrPort, local netip.Addr) (fd int, done bool, err error) {
+	family := unix.AF_INET
+	if dst.Addr().Is6() {
+		family = unix.AF_INET6
+	}
+	fd, err = rawSocketFD(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, true, fmt.Errorf("socket: %w", err)
+	}
+	if err := prepareHostSocket(fd, local); err != nil {
+		unix.Close(fd)
+		return -1, true, err
+	}
+	err = rawConnect(fd, dst)
+	switch {
+	case err == nil:
+		return fd, true, nil
+	case errors.Is(err, unix.EINPROGRESS) || errors.Is(err, unix.EINTR):
+	default:
+		unix.Close(fd)
+		return -1, true, fmt.Errorf("connect %s: %w", dst, err)
+	}
+	if done, err := connectDone(fd); done {
+		if err != nil {
+			unix.Close(fd)
+			return -1, true, fmt.Errorf("connect %s: %w", dst, err)
+		}
+		return fd, true, nil
+	}
+	return fd, false, nil
 }
 
 // prepareHostSocket sets the options net.Dialer would (no Nagle,

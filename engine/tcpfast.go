@@ -171,9 +171,12 @@ func (f *tcpFast) admits(s *tcpSeg, fr link.Frame) bool {
 }
 
 // open starts a connection for the guest's SYN s (whose frame starts with
-// head): the host dial runs on a worker, the SYN-ACK follows its success.
+// head). The host connect starts here: to the host's loopback (and peers
+// as close) it has finished when connect returns, and the SYN-ACK goes out
+// at once; a slower one is waited for on a worker.
 func (f *tcpFast) open(s *tcpSeg, head []byte) bool {
-	switch f.e.tcp.acquire(s.id) {
+	t := f.e.tcp
+	switch t.acquire(s.id) {
 	case acquireDuplicate:
 		return true
 	case acquireOverLimit:
@@ -185,7 +188,19 @@ func (f *tcpFast) open(s *tcpSeg, head []byte) bool {
 	f.mu.Lock()
 	f.conns[s.id] = c
 	f.mu.Unlock()
-	f.e.goFunc(c.dial)
+	dst, local, err := t.target(s.id)
+	fd, done := -1, true
+	if err == nil {
+		fd, done, err = startDial(dst, local)
+	}
+	if done {
+		c.dialed(fd, err)
+		return true
+	}
+	f.e.goFunc(func() {
+		nfd, err := waitConnect(f.e.ctx, fd, f.e.opts.dialTimeout)
+		c.dialed(nfd, err)
+	})
 	return true
 }
 
@@ -308,15 +323,17 @@ func newFastConn(f *tcpFast, s *tcpSeg, opts header.TCPSynOptions, guestMAC tcpi
 	return c
 }
 
-// dial connects the host side, then answers the guest: a SYN-ACK, or a
-// reset when the dial failed. It runs on a worker.
-func (c *fastConn) dial() {
+// dialed takes the host socket of a finished dial and answers the guest:
+// a SYN-ACK, or a reset when the dial failed (err).
+func (c *fastConn) dialed(fd int, err error) {
 	t := c.f.e.tcp
 	defer t.release(c.tpl.id)
-	sched, err := t.relay()
-	fd := -1
+	var sched *relaySched
 	if err == nil {
-		fd, err = t.dial(c.tpl.id)
+		sched, err = t.relay()
+		if err != nil {
+			c.f.e.logf("tcp: %v", err)
+		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -327,6 +344,9 @@ func (c *fastConn) dial() {
 		return
 	}
 	if err != nil {
+		if fd >= 0 {
+			resetFD(fd)
+		}
 		t.e.stats.TCPRefused.Add(1)
 		c.send(&segOut{flags: header.TCPFlagRst | header.TCPFlagAck, ack: c.rcvNxt})
 		c.finish(false)

@@ -190,12 +190,22 @@ func (t *tcpNAT) relay() (*relaySched, error) {
 // dial connects to the host destination of a guest flow and returns the
 // connected socket, non-blocking.
 func (t *tcpNAT) dial(id stack.TransportEndpointID) (int, error) {
-	target, err := policy.OutboundTarget(t.e.plan, t.e.cfg, netipAddr(id.LocalAddress))
+	dst, local, err := t.target(id)
 	if err != nil {
 		return -1, err
 	}
+	return dialHost(t.e.ctx, dst, local, t.e.opts.dialTimeout)
+}
+
+// target is the host destination of a guest flow and the local address
+// to bind to, or why the flow may not leave (policy.OutboundTarget).
+func (t *tcpNAT) target(id stack.TransportEndpointID) (netip.AddrPort, netip.Addr, error) {
+	target, err := policy.OutboundTarget(t.e.plan, t.e.cfg, netipAddr(id.LocalAddress))
+	if err != nil {
+		return netip.AddrPort{}, netip.Addr{}, err
+	}
 	target = target.Unmap()
-	return dialHost(t.e.ctx, netip.AddrPortFrom(target, id.LocalPort), t.e.outboundFor(target), t.e.opts.dialTimeout)
+	return netip.AddrPortFrom(target, id.LocalPort), t.e.outboundFor(target), nil
 }
 
 // outboundFor is the local address host sockets to target bind to: the
