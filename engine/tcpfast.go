@@ -289,7 +289,8 @@ type fastConn struct {
 	hostReady bool // the host socket may have data or EOF to read
 	hostDrain bool // read it until EAGAIN (see relayConn.hostDrain)
 	hostEOF   bool
-	finSent   bool // our FIN is in sndNxt
+	sndMax    uint32 // the highest sequence number sent, plus one
+	finSent   bool   // our FIN is in sndNxt
 	finAcked  bool
 	dupAcks   int
 	retries   int
@@ -314,7 +315,7 @@ func newFastConn(f *tcpFast, s *tcpSeg, opts header.TCPSynOptions, guestMAC tcpi
 		dst:     guestMAC,
 		partial: f.partial,
 	}
-	c.sndUna, c.sndNxt = c.iss, c.iss+1
+	c.sndUna, c.sndNxt, c.sndMax = c.iss, c.iss+1, c.iss+1
 	c.mss = max(min(int(opts.MSS), f.mtu-c.tpl.ipLen()-header.TCPMinimumSize), 64)
 	if opts.WS >= 0 {
 		c.sndWS, c.rcvWS = uint8(min(opts.WS, header.MaxWndScale)), fastRcvWS
@@ -495,9 +496,16 @@ func (c *fastConn) established(s *tcpSeg, fr link.Frame) {
 // ackArrived processes the ACK and window of s; false means drop s.
 func (c *fastConn) ackArrived(s *tcpSeg) bool {
 	ack := s.ack
-	if seqLT(c.sndNxt, ack) {
+	if seqLT(c.sndMax, ack) {
 		c.owe() // acknowledges what was never sent
 		return false
+	}
+	if seqLT(c.sndNxt, ack) {
+		// Sent before a go-back and received after all.
+		c.sndNxt = ack
+		if c.hostEOF && ack == c.sndMax && c.sEnd-c.sOff == int(ack-c.sndUna)-1 {
+			c.finSent = true // the FIN was the last of it
+		}
 	}
 	if seqLT(ack, c.sndUna) {
 		return true // an old ACK: its data may still be new
@@ -693,6 +701,7 @@ func (c *fastConn) pushToGuest() {
 		c.send(&segOut{flags: header.TCPFlagFin | header.TCPFlagAck, seq: c.sndNxt, ack: c.rcvNxt, wnd: c.window()})
 		c.ackOwed, c.unacked = false, 0
 		c.sndNxt++
+		c.sndMax = maxSeq(c.sndMax, c.sndNxt)
 		c.finSent = true
 		c.startTimer()
 	}
@@ -746,6 +755,7 @@ func (c *fastConn) sendData() bool {
 	})
 	c.ackOwed, c.unacked = false, 0
 	c.sndNxt += uint32(n)
+	c.sndMax = maxSeq(c.sndMax, c.sndNxt)
 	c.startTimer()
 	return true
 }

@@ -257,3 +257,11 @@ func (t *tcpTemplate) netProto() tcpip.NetworkProtocolNumber {
 // Sequence number comparisons (RFC 1982 serial arithmetic).
 func seqLT(a, b uint32) bool  { return int32(a-b) < 0 }
 func seqLEQ(a, b uint32) bool { return int32(a-b) <= 0 }
+
+// maxSeq is the later of two sequence numbers.
+func maxSeq(a, b uint32) uint32 {
+	if seqLT(a, b) {
+		return b
+	}
+	return a
+}
