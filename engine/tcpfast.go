@@ -257,7 +257,8 @@ type fastConn struct {
 
 	mu    sync.Mutex
 	state fcState
-	fd    int // host socket, -1 until dialed
+	slot  bool // holds an attempt's slot (releaseSlot)
+	fd    int  // host socket, -1 until dialed
 	tpl   tcpTemplate
 
 	// Guest to host.
@@ -302,6 +303,7 @@ type fastConn struct {
 func newFastConn(f *tcpFast, s *tcpSeg, opts header.TCPSynOptions, guestMAC tcpip.LinkAddress) *fastConn {
 	c := &fastConn{
 		f:      f,
+		slot:   true,
 		fd:     -1,
 		irs:    s.seq,
 		rcvNxt: s.seq + 1,
@@ -328,7 +330,6 @@ func newFastConn(f *tcpFast, s *tcpSeg, opts header.TCPSynOptions, guestMAC tcpi
 // a SYN-ACK, or a reset when the dial failed (err).
 func (c *fastConn) dialed(fd int, err error) {
 	t := c.f.e.tcp
-	defer t.release(c.tpl.id)
 	var sched *relaySched
 	if err == nil {
 		sched, err = t.relay()
@@ -463,6 +464,7 @@ func (c *fastConn) handshakeDone(s *tcpSeg) bool {
 		return false
 	}
 	c.state = fcOpen
+	c.releaseSlot()
 	c.sndUna = s.ack
 	c.retries, c.rto = 0, fastRTO
 	c.stopTimer()
@@ -821,6 +823,7 @@ func (c *fastConn) finish(abort bool) {
 		return
 	}
 	c.state = fcDone
+	c.releaseSlot()
 	c.stopTimer()
 	c.f.remove(c)
 	if c.fd >= 0 {
@@ -860,6 +863,17 @@ func (c *fastConn) putHold() {
 	if c.hold != nil {
 		holdBufs.Put(c.hold)
 		c.hold, c.hOff, c.hEnd = nil, 0, 0
+	}
+}
+
+// releaseSlot gives back the connection attempt's slot in tcpNAT's limits
+// (acquire), held from the SYN until the handshake is done or failed, as
+// for a connection through gVisor: a guest's SYN flood cannot hold more
+// host sockets than those limits allow.
+func (c *fastConn) releaseSlot() {
+	if c.slot {
+		c.slot = false
+		c.f.e.tcp.release(c.tpl.id)
 	}
 }
 
