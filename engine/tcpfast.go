@@ -405,8 +405,12 @@ func (c *fastConn) window() uint16 {
 	if edge := c.rcvNxt + uint32(free); seqLT(c.rcvEdge, edge) {
 		c.rcvEdge = edge
 	}
-	return uint16(min((c.rcvEdge-c.rcvNxt)>>c.rcvWS, 0xffff))
+	return uint16(min(uint32(c.rcvRoom())>>c.rcvWS, 0xffff))
 }
+
+// rcvRoom is what the window announced last still admits (0 once the
+// guest's FIN took the sequence number after its edge).
+func (c *fastConn) rcvRoom() int { return max(int(int32(c.rcvEdge-c.rcvNxt)), 0) }
 
 // sendACK sends a bare ACK with the current window.
 func (c *fastConn) sendACK() {
@@ -579,7 +583,7 @@ func (c *fastConn) dataArrived(s *tcpSeg, fr link.Frame) bool {
 		c.owe() // a gap (a frame dropped before us): duplicate ACK
 		return true
 	}
-	if room := int(c.rcvEdge - c.rcvNxt); n > room {
+	if room := c.rcvRoom(); n > room {
 		n, fin = max(room, 0), false
 	}
 	if n > 0 {
@@ -666,7 +670,7 @@ func (c *fastConn) flushHold() error {
 	if err := c.shutHost(); err != nil {
 		return err
 	}
-	if c.rcvEdge-c.rcvNxt < fastRcvCap/2 {
+	if c.rcvRoom() < fastRcvCap/2 {
 		c.sendACK() // a window update
 	}
 	return nil
