@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"encoding/binary"
 	"net/netip"
 
 	"golang.org/x/sys/unix"
@@ -66,58 +65,15 @@ const (
 )
 
 // parseUDPFrame parses an Ethernet frame of frameLen bytes whose first
-// bytes are head (all of the headers, if it is one the fast path takes).
-// It accepts only an IPv4 datagram without options or fragmentation, or an
-// IPv6 one whose next header is UDP, whose IP and UDP lengths are
-// consistent with each other and with the frame, as gVisor's parsers
-// require. Checksums are left to the caller.
+// bytes are head (all of the headers, if it is one the fast path takes):
+// an IP packet parseIPFrame accepts carrying UDP, whose UDP length fits its
+// IP payload. Checksums are left to the caller.
 func parseUDPFrame(head []byte, frameLen int) (udpFrame, bool) {
-	if len(head) < ethLen || frameLen < len(head) {
+	ipf, ok := parseIPFrame(head, frameLen, header.UDPProtocolNumber, header.UDPMinimumSize)
+	if !ok {
 		return udpFrame{}, false
 	}
-	switch binary.BigEndian.Uint16(head[12:14]) {
-	case uint16(header.IPv4ProtocolNumber):
-		return parseUDPv4(head, frameLen)
-	case uint16(header.IPv6ProtocolNumber):
-		return parseUDPv6(head, frameLen)
-	}
-	return udpFrame{}, false
-}
-
-func parseUDPv4(head []byte, frameLen int) (udpFrame, bool) {
-	if len(head) < ipv4FastLen+header.UDPMinimumSize {
-		return udpFrame{}, false
-	}
-	ip := header.IPv4(head[ethLen:ipv4FastLen])
-	total := int(ip.TotalLength())
-	switch {
-	case head[ethLen] != 0x45: // version 4, no options
-		return udpFrame{}, false
-	case ip.Protocol() != uint8(header.UDPProtocolNumber):
-		return udpFrame{}, false
-	case ip.More() || ip.FragmentOffset() != 0:
-		return udpFrame{}, false
-	case total < header.IPv4MinimumSize+header.UDPMinimumSize || ethLen+total > frameLen:
-		return udpFrame{}, false
-	}
-	return udpFrameAt(head, ipv4FastLen, total-header.IPv4MinimumSize, header.IPv4ProtocolNumber, ip.SourceAddress(), ip.DestinationAddress())
-}
-
-func parseUDPv6(head []byte, frameLen int) (udpFrame, bool) {
-	if len(head) < ipv6FastLen+header.UDPMinimumSize {
-		return udpFrame{}, false
-	}
-	ip := header.IPv6(head[ethLen:ipv6FastLen])
-	payload := int(ip.PayloadLength())
-	switch {
-	case head[ethLen]>>4 != 6:
-		return udpFrame{}, false
-	case ip.NextHeader() != uint8(header.UDPProtocolNumber):
-		return udpFrame{}, false
-	case payload < header.UDPMinimumSize || ipv6FastLen+payload > frameLen:
-		return udpFrame{}, false
-	}
-	return udpFrameAt(head, ipv6FastLen, payload, header.IPv6ProtocolNumber, ip.SourceAddress(), ip.DestinationAddress())
+	return udpFrameAt(head, ipf.l4Off, ipf.l4Len, ipf.netProto, ipf.src, ipf.dst)
 }
 
 // udpFrameAt reads the UDP header at off in head, whose IP payload is
