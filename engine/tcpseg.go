@@ -134,11 +134,12 @@ func tcpChecksumValid(s *tcpSeg, fr link.Frame) bool {
 		return false
 	}
 	tcpLen := s.end - s.tcpOff
-	sum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, s.id.RemoteAddress, s.id.LocalAddress, uint16(tcpLen))
-	forSegRange(fr.Segs, s.tcpOff, s.end, func(b []byte) {
-		sum = checksum.Checksum(b, sum)
-	})
-	return sum == 0xffff
+	// A Checksumer: a segment of odd length shifts the bytes of the next
+	// one (the link's buffers are even-sized; Frame does not promise it).
+	var c checksum.Checksumer
+	forSegRange(fr.Segs, s.tcpOff, s.end, c.Add)
+	pseudo := header.PseudoHeaderChecksum(header.TCPProtocolNumber, s.id.RemoteAddress, s.id.LocalAddress, uint16(tcpLen))
+	return checksum.Combine(pseudo, c.Checksum()) == 0xffff
 }
 
 // segOut describes a segment to the guest.
