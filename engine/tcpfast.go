@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"encoding/binary"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -276,6 +278,12 @@ type fastConn struct {
 	guestFIN   bool
 	hostShut   bool // the guest's FIN went on to the host (shutdown)
 	outArmed   bool // EPOLLOUT armed for hold
+	// ooo keeps guest data that came after a gap, by sequence number,
+	// until the gap is filled; oooBytes is its size.
+	ooo      []oooSeg
+	oooBytes int
+	sackOK   bool     // the guest offered SACK: ACKs carry SACK blocks
+	optBuf   [40]byte // sackOpts's
 
 	// Host to guest.
 	iss       uint32
@@ -300,6 +308,12 @@ type fastConn struct {
 	timerOn   bool
 }
 
+// oooSeg is guest data kept after a gap (keepOutOfOrder).
+type oooSeg struct {
+	seq  uint32
+	data []byte
+}
+
 func newFastConn(f *tcpFast, s *tcpSeg, opts header.TCPSynOptions, guestMAC tcpip.LinkAddress) *fastConn {
 	c := &fastConn{
 		f:      f,
@@ -319,6 +333,7 @@ func newFastConn(f *tcpFast, s *tcpSeg, opts header.TCPSynOptions, guestMAC tcpi
 	}
 	c.sndUna, c.sndNxt, c.sndMax = c.iss, c.iss+1, c.iss+1
 	c.mss = max(min(int(opts.MSS), f.mtu-c.tpl.ipLen()-header.TCPMinimumSize), 64)
+	c.sackOK = opts.SACKPermitted
 	if opts.WS >= 0 {
 		c.sndWS, c.rcvWS = uint8(min(opts.WS, header.MaxWndScale)), fastRcvWS
 	}
@@ -366,20 +381,47 @@ func (c *fastConn) dialed(fd int, err error) {
 	c.armTimer()
 }
 
-// synOpts are the SYN-ACK's options: MSS, and the window scale when the
-// guest offered scaling.
-func (c *fastConn) synOpts(b *[8]byte) []byte {
+// synOpts are the SYN-ACK's options: MSS, the window scale when the
+// guest offered scaling, SACK permitted when it offered SACK.
+func (c *fastConn) synOpts(b *[12]byte) []byte {
 	mss := c.f.mtu - c.tpl.ipLen() - header.TCPMinimumSize
 	b[0], b[1], b[2], b[3] = header.TCPOptionMSS, header.TCPOptionMSSLength, byte(mss>>8), byte(mss)
-	if c.rcvWS == 0 {
-		return b[:4]
+	n := 4
+	if c.rcvWS != 0 {
+		b[n], b[n+1], b[n+2], b[n+3] = header.TCPOptionNOP, header.TCPOptionWS, header.TCPOptionWSLength, c.rcvWS
+		n += 4
 	}
-	b[4], b[5], b[6], b[7] = header.TCPOptionNOP, header.TCPOptionWS, header.TCPOptionWSLength, c.rcvWS
-	return b[:8]
+	if c.sackOK {
+		b[n], b[n+1], b[n+2], b[n+3] = header.TCPOptionNOP, header.TCPOptionNOP, header.TCPOptionSACKPermitted, header.TCPOptionSackPermittedLength
+		n += 4
+	}
+	return b[:n]
+}
+
+// sackOpts are the SACK blocks of the out-of-order data kept (at most
+// four, the most an ACK without timestamps has room for), or nil.
+func (c *fastConn) sackOpts(b *[40]byte) []byte {
+	if !c.sackOK || len(c.ooo) == 0 {
+		return nil
+	}
+	b[0], b[1], b[2] = header.TCPOptionNOP, header.TCPOptionNOP, header.TCPOptionSACK
+	n, blocks := 4, 0
+	for i := 0; i < len(c.ooo) && blocks < 4; blocks++ {
+		left := c.ooo[i].seq
+		right := left + uint32(len(c.ooo[i].data))
+		for i++; i < len(c.ooo) && seqLEQ(c.ooo[i].seq, right); i++ {
+			right = maxSeq(right, c.ooo[i].seq+uint32(len(c.ooo[i].data)))
+		}
+		binary.BigEndian.PutUint32(b[n:], left)
+		binary.BigEndian.PutUint32(b[n+4:], right)
+		n += 8
+	}
+	b[3] = byte(n - 2)
+	return b[:n]
 }
 
 func (c *fastConn) sendSYNACK() {
-	var ob [8]byte
+	var ob [12]byte
 	wnd := uint32(min(fastRcvCap, 0xffff))
 	c.rcvEdge = c.rcvNxt + wnd
 	c.send(&segOut{
@@ -392,8 +434,13 @@ func (c *fastConn) sendSYNACK() {
 }
 
 // send writes one segment to the guest. A frame the link drops is lost
-// like any other: the retransmission covers it.
+// like any other: the retransmission covers it. An ACK without data
+// carries SACK blocks while out-of-order data is kept (with data they
+// would take room from its segments).
 func (c *fastConn) send(s *segOut) {
+	if s.opts == nil && len(s.payload) == 0 && s.flags&(header.TCPFlagSyn|header.TCPFlagRst) == 0 {
+		s.opts = c.sackOpts(&c.optBuf)
+	}
 	head, vh := c.tpl.build(s)
 	_ = c.f.link.WriteFrame(vh, head, s.payload)
 }
@@ -579,20 +626,36 @@ func (c *fastConn) dataArrived(s *tcpSeg, fr link.Frame) bool {
 		}
 		off, n, seq = off+skip, n-skip, c.rcvNxt
 	}
-	if seq != c.rcvNxt || c.guestFIN {
-		c.owe() // a gap (a frame dropped before us): duplicate ACK
+	if c.guestFIN {
+		c.owe()
+		return true
+	}
+	if seq != c.rcvNxt {
+		// A gap: a frame of the guest's was lost before us (its queue
+		// overflowed, or it forwards for others). Keep this one and
+		// answer with a duplicate ACK at once, which starts the guest's
+		// fast retransmit; once the gap is filled, everything kept goes
+		// on and one ACK covers it.
+		c.keepOutOfOrder(seq, fr.Segs, off, off+n)
+		c.sendACK()
 		return true
 	}
 	if room := c.rcvRoom(); n > room {
 		n, fin = max(room, 0), false
 	}
 	if n > 0 {
-		if err := c.toHost(fr, off, off+n); err != nil {
+		if err := c.toHost(fr.Segs, off, off+n); err != nil {
 			c.reset()
 			return false
 		}
 		c.rcvNxt += uint32(n)
 		c.unacked += n
+	}
+	if len(c.ooo) > 0 && !fin {
+		if err := c.takeOutOfOrder(); err != nil {
+			c.reset()
+			return false
+		}
 	}
 	if fin {
 		c.rcvNxt++
@@ -617,15 +680,63 @@ func boolInt(b bool) int {
 	return 0
 }
 
-// toHost writes the frame's bytes [from, to) to the host socket and keeps
+// keepOutOfOrder keeps the bytes [from, to) of segs, guest data from
+// sequence number seq after a gap, as far as the window announced admits
+// and no more than fastRcvCap in all.
+func (c *fastConn) keepOutOfOrder(seq uint32, segs [][]byte, from, to int) {
+	n := min(to-from, int(int32(c.rcvEdge-seq)))
+	if n <= 0 || c.oooBytes+n > fastRcvCap {
+		return
+	}
+	i := 0
+	for i < len(c.ooo) && seqLT(c.ooo[i].seq, seq) {
+		i++
+	}
+	if i < len(c.ooo) && c.ooo[i].seq == seq && len(c.ooo[i].data) >= n {
+		return // a retransmit of what is kept
+	}
+	data := make([]byte, 0, n)
+	forSegRange(segs, from, from+n, func(b []byte) { data = append(data, b...) })
+	c.ooo = slices.Insert(c.ooo, i, oooSeg{seq: seq, data: data})
+	c.oooBytes += n
+}
+
+// takeOutOfOrder passes on the kept data that the gap's filling made
+// contiguous, and drops what is covered already.
+func (c *fastConn) takeOutOfOrder() error {
+	took := false
+	for len(c.ooo) > 0 && seqLEQ(c.ooo[0].seq, c.rcvNxt) {
+		o := c.ooo[0]
+		c.ooo = c.ooo[1:]
+		c.oooBytes -= len(o.data)
+		if skip := int(c.rcvNxt - o.seq); skip < len(o.data) {
+			b := o.data[skip:]
+			if err := c.toHost([][]byte{b}, 0, len(b)); err != nil {
+				return err
+			}
+			c.rcvNxt += uint32(len(b))
+			c.unacked += len(b)
+			took = true
+		}
+	}
+	if len(c.ooo) == 0 {
+		c.ooo = nil
+	}
+	if took {
+		c.unacked = max(c.unacked, fastAckBytes) // ACK at once: the guest is recovering
+	}
+	return nil
+}
+
+// toHost writes the bytes [from, to) of segs to the host socket and keeps
 // what it does not take in hold.
-func (c *fastConn) toHost(fr link.Frame, from, to int) error {
+func (c *fastConn) toHost(segs [][]byte, from, to int) error {
 	if c.held() > 0 || c.hostShut {
-		forSegRange(fr.Segs, from, to, c.keep)
+		forSegRange(segs, from, to, c.keep)
 		return nil
 	}
 	g := &c.f.g // the reader goroutine's
-	forSegRange(fr.Segs, from, to, func(b []byte) { _, _ = g.Write(b) })
+	forSegRange(segs, from, to, func(b []byte) { _, _ = g.Write(b) })
 	n, err := 0, error(nil)
 	if g.n == to-from {
 		n, err = g.writeTo(c.fd)
@@ -638,7 +749,7 @@ func (c *fastConn) toHost(fr link.Frame, from, to int) error {
 		return err
 	}
 	done := 0
-	forSegRange(fr.Segs, from, to, func(b []byte) {
+	forSegRange(segs, from, to, func(b []byte) {
 		if skip := min(n-done, len(b)); skip < len(b) {
 			c.keep(b[max(skip, 0):])
 		}
@@ -843,6 +954,7 @@ func (c *fastConn) finish(abort bool) {
 	}
 	c.putSendBuf()
 	c.putHold()
+	c.ooo, c.oooBytes = nil, 0
 }
 
 // held is how much guest data waits for the host socket.

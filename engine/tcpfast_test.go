@@ -1058,3 +1058,53 @@ func checkTemplate(t *testing.T, v6, partial bool, s segOut, wantGSO bool) {
 		t.Errorf("GSO size %d, want %d", vh.GSOSize, s.mss)
 	}
 }
+
+// TestTCPFastSACKBlocks: the SACK blocks of an ACK describe the out-of-order
+// data kept, adjacent and overlapping pieces merged, at most four, and
+// parse as SACK blocks; without the guest's SACK offer there are none.
+func TestTCPFastSACKBlocks(t *testing.T) {
+	seg := func(seq uint32, n int) oooSeg { return oooSeg{seq: seq, data: make([]byte, n)} }
+	type block struct{ l, r uint32 }
+	cases := []struct {
+		name string
+		ooo  []oooSeg
+		want []block
+	}{
+		{"none", nil, nil},
+		{"one", []oooSeg{seg(100, 10)}, []block{{100, 110}}},
+		{"adjacent merged", []oooSeg{seg(100, 10), seg(110, 5)}, []block{{100, 115}}},
+		{"overlap merged", []oooSeg{seg(100, 10), seg(105, 20)}, []block{{100, 125}}},
+		{"two", []oooSeg{seg(100, 10), seg(200, 10)}, []block{{100, 110}, {200, 210}}},
+		{"wraps", []oooSeg{seg(0xfffffff0, 0x20)}, []block{{0xfffffff0, 0x10}}},
+		{"at most four", []oooSeg{seg(10, 1), seg(20, 1), seg(30, 1), seg(40, 1), seg(50, 1)},
+			[]block{{10, 11}, {20, 21}, {30, 31}, {40, 41}}},
+	}
+	for _, tc := range cases {
+		for _, sackOK := range []bool{true, false} {
+			c := &fastConn{ooo: tc.ooo, sackOK: sackOK}
+			opts := c.sackOpts(&c.optBuf)
+			want := tc.want
+			if !sackOK {
+				want = nil
+			}
+			if len(want) == 0 {
+				if opts != nil {
+					t.Errorf("%s (sack %v): options %x, want none", tc.name, sackOK, opts)
+				}
+				continue
+			}
+			if len(opts)%4 != 0 {
+				t.Fatalf("%s: %d option bytes, not a multiple of 4", tc.name, len(opts))
+			}
+			got := header.ParseTCPOptions(opts).SACKBlocks
+			if len(got) != len(want) {
+				t.Fatalf("%s: %d blocks %v, want %v", tc.name, len(got), got, want)
+			}
+			for i, b := range got {
+				if uint32(b.Start) != want[i].l || uint32(b.End) != want[i].r {
+					t.Errorf("%s: block %d = [%d, %d), want [%d, %d)", tc.name, i, b.Start, b.End, want[i].l, want[i].r)
+				}
+			}
+		}
+	}
+}

@@ -147,7 +147,7 @@ type segOut struct {
 	flags    header.TCPFlags
 	seq, ack uint32
 	wnd      uint16
-	opts     []byte // TCP options (SYN-ACK only), a multiple of 4 bytes
+	opts     []byte // TCP options, a multiple of 4 bytes
 	payload  []byte
 	mss      int // segment size for a GSO frame (payload longer than mss)
 }
@@ -155,8 +155,8 @@ type segOut struct {
 // Frame layout limits of segments to the guest.
 const (
 	// maxSegHdr is the longest header block a segment needs: Ethernet,
-	// IPv6 and TCP with the SYN-ACK's options.
-	maxSegHdr = ethLen + header.IPv6MinimumSize + header.TCPMinimumSize + 8
+	// IPv6 and TCP with the most options (SACK blocks).
+	maxSegHdr = ethLen + header.IPv6MinimumSize + header.TCPMinimumSize + header.TCPOptionsMaximumSize
 	// tcpCsumOffset is the checksum's offset in the TCP header.
 	tcpCsumOffset = 16
 )
