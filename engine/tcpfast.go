@@ -28,15 +28,20 @@ import (
 // pasta do per segment; through gVisor each segment also crossed its
 // network and transport layers, its receive and send queues, a waiter
 // notification and a relay goroutine. Measured (scripts/netab, see
-// docs/benchmarks.md): round trips and connection rate.
+// docs/benchmarks.md): engine CPU per 1-byte round trip 92.5 -> 60 us,
+// connections/s +30-40 %, guest->host throughput the same at less CPU.
 //
 // What it needs from TCP is little, because the guest is at the other end
-// of a TAP: frames from the guest arrive in order and are never lost on
-// the way to us, so out-of-order data is simply dropped (the guest's fast
-// retransmit follows the duplicate ACKs) and neither SACK nor timestamps
-// are offered. Frames to the guest can be dropped (its backlog is full):
-// they are retransmitted go-back-N from the first unacknowledged byte after
-// three duplicate ACKs or a retransmission timeout. The window announced to
+// of a TAP: frames from the guest arrive in order, and are lost on the way
+// to us only when the guest's TAP queue overflows or the guest forwards
+// for others. Data after such a gap is kept (keepOutOfOrder) and answered
+// with an immediate duplicate ACK, with SACK blocks if the guest offered
+// SACK: with 1 % of the guest's segments lost that keeps a transfer at
+// gVisor's speed (6-8 Gbit/s) where dropping it left 5-30 Mbit/s.
+// Timestamps are not offered. Frames to the guest can be dropped (its
+// backlog is full): they are retransmitted go-back-N from the first
+// unacknowledged byte after three duplicate ACKs or a retransmission
+// timeout. The window announced to
 // the guest is what the engine can hold of its data that the host socket
 // has not taken yet (fastRcvCap), so backpressure from a slow host reader
 // reaches the guest as a shrinking window, never as lost data.
