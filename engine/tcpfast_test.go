@@ -616,8 +616,15 @@ func TestTCPFastHostStall(t *testing.T) {
 		}))
 		t.Fatalf("host received %d bytes (err %v), sum match %v; want %d", n, err, sum == sha256.Sum256(data), size)
 	}
+	b.endTransfer(t, errc, "guest write", gc, hc)
+}
+
+// endTransfer waits for the sender's result, closes both ends and checks
+// that the connection ended having used the fast path alone.
+func (b *fpBed) endTransfer(t *testing.T, errc <-chan error, what string, gc, hc io.Closer) {
+	t.Helper()
 	if err := <-errc; err != nil {
-		t.Fatalf("guest write: %v", err)
+		t.Fatalf("%s: %v", what, err)
 	}
 	gc.Close()
 	hc.Close()
@@ -665,13 +672,7 @@ func TestTCPFastGuestStall(t *testing.T) {
 	if err != nil || n != size || sum != sha256.Sum256(data) {
 		t.Fatalf("guest received %d bytes (err %v), sum match %v; want %d", n, err, sum == sha256.Sum256(data), size)
 	}
-	if err := <-errc; err != nil {
-		t.Fatalf("host write: %v", err)
-	}
-	gc.Close()
-	hc.Close()
-	b.waitGone(t)
-	b.checkFastOnly(t)
+	b.endTransfer(t, errc, "host write", gc, hc)
 }
 
 // TestTCPFastEngineClose: closing the engine with open fast-path
