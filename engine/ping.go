@@ -69,12 +69,14 @@ func (p *pinger) relay(guest, dst netip.Addr, msg []byte) {
 		return
 	}
 	f.last.touch()
-	// The kernel sets the identifier and the checksum.
-	if _, err := f.conn.Write(msg); err != nil {
-		p.e.stats.PingsDropped.Add(1)
-		return
-	}
+	// Counted before the write: the answer may reach the guest before
+	// this goroutine runs again. The kernel sets the identifier and the
+	// checksum.
 	p.e.stats.PingsRelayed.Add(1)
+	if _, err := f.conn.Write(msg); err != nil {
+		p.e.stats.PingsRelayed.Add(^uint64(0))
+		p.e.stats.PingsDropped.Add(1)
+	}
 }
 
 // flow returns the session for key, opening its host socket if needed.
