@@ -548,15 +548,19 @@ func semDial(ctx context.Context, addr string, rcvbuf int) (*net.TCPConn, error)
 	return c.(*net.TCPConn), nil
 }
 
-func atoi64(s string) (int64, error) { return strconv.ParseInt(s, 10, 64) }
+// sizeArg checks that a tool has its n arguments (usage says which) and
+// returns the byte count in args[i].
+func sizeArg(args []string, n int, usage string, i int) (int64, error) {
+	if err := wantArgs(args, n, usage); err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(args[i], 10, 64)
+}
 
 // semToolBoth: both ADDR SIZE — send Blob(SIZE) and half-close while
 // reading to EOF; prints "n=N sha=HEX" of what it read.
 func semToolBoth(ctx context.Context, addr string, args []string) error {
-	if err := wantArgs(args, 1, "both ADDR SIZE"); err != nil {
-		return err
-	}
-	size, err := atoi64(args[0])
+	size, err := sizeArg(args, 1, "both ADDR SIZE", 0)
 	if err != nil {
 		return err
 	}
@@ -582,10 +586,7 @@ func semToolBoth(ctx context.Context, addr string, args []string) error {
 // side, then read the server's line and its REPLY bytes to EOF; prints
 // "server LINE" and "reply n=N sha=HEX".
 func semToolSend(ctx context.Context, addr string, args []string) error {
-	if err := wantArgs(args, 2, "send ADDR SIZE REPLY"); err != nil {
-		return err
-	}
-	size, err := atoi64(args[0])
+	size, err := sizeArg(args, 2, "send ADDR SIZE REPLY", 0)
 	if err != nil {
 		return err
 	}
@@ -618,10 +619,7 @@ func semToolSend(ctx context.Context, addr string, args []string) error {
 // a small receive buffer, or a fast one), print "n=N sha=HEX", then send
 // Blob(SIZE) on the half-closed connection and close.
 func semToolRecv(ctx context.Context, addr string, args []string) error {
-	if err := wantArgs(args, 2, "recv ADDR slow|fast SIZE"); err != nil {
-		return err
-	}
-	size, err := atoi64(args[1])
+	size, err := sizeArg(args, 2, "recv ADDR slow|fast SIZE", 1)
 	if err != nil {
 		return err
 	}
