@@ -146,6 +146,19 @@ func (s *relaySched) ctl(op int, c polledConn, out bool) error {
 	return nil
 }
 
+// setOut adds (on) or removes EPOLLOUT for c's host socket, unless
+// *armed, c's record of it, says it is so already.
+func (s *relaySched) setOut(c polledConn, armed *bool, on bool) error {
+	if *armed == on {
+		return nil
+	}
+	if err := s.ctl(unix.EPOLL_CTL_MOD, c, on); err != nil {
+		return err
+	}
+	*armed = on
+	return nil
+}
+
 // putConnID stores id in the event's 64-bit user data.
 func putConnID(ev *unix.EpollEvent, id uint64) {
 	ev.Fd = int32(uint32(id))

@@ -105,15 +105,23 @@ func rawRead(fd int, p []byte) (int, error) {
 	}
 }
 
-// rawWrite writes to a non-blocking socket; like the relay's gathered
-// writes (gather.writeTo), only small writes are raw system calls.
+// rawWrite writes to a non-blocking socket (see writeCall).
 func rawWrite(fd int, p []byte) (int, error) {
+	return writeCall(unix.SYS_WRITE, fd, unsafe.Pointer(&p[0]), len(p), len(p))
+}
+
+// writeCall runs write or writev (trap) on a non-blocking socket with
+// arg and n as its buffer arguments, size bytes in all, retrying on
+// EINTR. Writes up to rawWriteMax bytes are raw system calls (see
+// rawRead); larger ones keep the scheduler's bookkeeping, so that other
+// goroutines get the P while the kernel copies.
+func writeCall(trap uintptr, fd int, arg unsafe.Pointer, n, size int) (int, error) {
 	call := unix.Syscall
-	if len(p) <= rawWriteMax {
+	if size <= rawWriteMax {
 		call = unix.RawSyscall
 	}
 	for {
-		r, _, errno := call(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		r, _, errno := call(trap, uintptr(fd), uintptr(arg), uintptr(n))
 		if errno == unix.EINTR {
 			continue
 		}

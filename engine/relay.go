@@ -332,16 +332,7 @@ func (c *relayConn) checkPeers() error {
 }
 
 // armOut adds (on) or removes EPOLLOUT for the host socket.
-func (c *relayConn) armOut(on bool) error {
-	if c.outArmed == on {
-		return nil
-	}
-	if err := c.s.ctl(unix.EPOLL_CTL_MOD, c, on); err != nil {
-		return err
-	}
-	c.outArmed = on
-	return nil
-}
+func (c *relayConn) armOut(on bool) error { return c.s.setOut(c, &c.outArmed, on) }
 
 func (c *relayConn) putBuf() {
 	if c.buf != nil {
@@ -434,20 +425,7 @@ func (g *gather) writeTo(fd int) (n int, err error) {
 	if len(g.iov) == 0 {
 		return 0, nil
 	}
-	call := unix.Syscall
-	if g.n <= rawWriteMax {
-		call = unix.RawSyscall
-	}
-	for {
-		r, _, errno := call(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&g.iov[0])), uintptr(len(g.iov)))
-		if errno == unix.EINTR {
-			continue
-		}
-		if errno != 0 {
-			return 0, errno
-		}
-		return int(r), nil
-	}
+	return writeCall(unix.SYS_WRITEV, fd, unsafe.Pointer(&g.iov[0]), len(g.iov), g.n)
 }
 
 // discard consumes left bytes of an endpoint's receive queue (the part a

@@ -273,16 +273,14 @@ type fastConn struct {
 	rcvNxt  uint32
 	rcvEdge uint32 // right edge of the window announced
 	rcvWS   uint8
-	// hold keeps acknowledged guest data the host socket has not taken:
-	// (*hold)[hOff:hEnd].
-	hold       *[]byte
-	hOff, hEnd int
-	unacked    int // guest bytes taken since the last ACK
-	ackOwed    bool
-	queued     bool // in f.owed
-	guestFIN   bool
-	hostShut   bool // the guest's FIN went on to the host (shutdown)
-	outArmed   bool // EPOLLOUT armed for hold
+	// hold keeps acknowledged guest data the host socket has not taken.
+	hold     byteQueue
+	unacked  int // guest bytes taken since the last ACK
+	ackOwed  bool
+	queued   bool // in f.owed
+	guestFIN bool
+	hostShut bool // the guest's FIN went on to the host (shutdown)
+	outArmed bool // EPOLLOUT armed for hold
 	// ooo keeps guest data that came after a gap, by sequence number,
 	// until the gap is filled; oooBytes is its size.
 	ooo      []oooSeg
@@ -297,11 +295,9 @@ type fastConn struct {
 	sndWnd    uint32 // the guest's window, in bytes
 	sndWS     uint8
 	mss       int
-	sbuf      *[]byte // host data from sndUna on: (*sbuf)[sOff:sEnd]
-	sOff      int
-	sEnd      int
-	hostReady bool // the host socket may have data or EOF to read
-	hostDrain bool // read it until EAGAIN (see relayConn.hostDrain)
+	sbuf      byteQueue // host data from sndUna on
+	hostReady bool      // the host socket may have data or EOF to read
+	hostDrain bool      // read it until EAGAIN (see relayConn.hostDrain)
 	hostEOF   bool
 	sndMax    uint32 // the highest sequence number sent, plus one
 	finSent   bool   // our FIN is in sndNxt
@@ -322,6 +318,8 @@ type oooSeg struct {
 func newFastConn(f *tcpFast, s *tcpSeg, opts header.TCPSynOptions, guestMAC tcpip.LinkAddress) *fastConn {
 	c := &fastConn{
 		f:      f,
+		hold:   byteQueue{pool: &holdBufs},
+		sbuf:   byteQueue{pool: &copyBufs},
 		slot:   true,
 		fd:     -1,
 		irs:    s.seq,
@@ -383,7 +381,7 @@ func (c *fastConn) dialed(fd int, err error) {
 	}
 	c.state = fcSynRcvd
 	c.sendSYNACK()
-	c.armTimer()
+	c.restartTimer()
 }
 
 // synOpts are the SYN-ACK's options: MSS, the window scale when the
@@ -446,6 +444,11 @@ func (c *fastConn) send(s *segOut) {
 	if s.opts == nil && len(s.payload) == 0 && s.flags&(header.TCPFlagSyn|header.TCPFlagRst) == 0 {
 		s.opts = c.sackOpts(&c.optBuf)
 	}
+	if s.flags&header.TCPFlagAck != 0 && s.ack == c.rcvNxt && s.seq == c.sndNxt {
+		// An in-sequence segment carries the ACK owed (a window probe's
+		// old sequence number makes the guest drop it unread).
+		c.ackOwed, c.unacked = false, 0
+	}
 	head, vh := c.tpl.build(s)
 	_ = c.f.link.WriteFrame(vh, head, s.payload)
 }
@@ -467,7 +470,6 @@ func (c *fastConn) rcvRoom() int { return max(int(int32(c.rcvEdge-c.rcvNxt)), 0)
 // sendACK sends a bare ACK with the current window.
 func (c *fastConn) sendACK() {
 	c.send(&segOut{flags: header.TCPFlagAck, seq: c.sndNxt, ack: c.rcvNxt, wnd: c.window()})
-	c.ackOwed, c.unacked = false, 0
 }
 
 // owe has the ACK sent when the link runs dry (reader goroutine only).
@@ -544,7 +546,7 @@ func (c *fastConn) established(s *tcpSeg, fr link.Frame) {
 	if !c.ackArrived(s) {
 		return
 	}
-	if c.state != fcOpen || !c.dataArrived(s, fr) {
+	if !c.dataArrived(s, fr) {
 		return
 	}
 	c.pushToGuest()
@@ -561,7 +563,7 @@ func (c *fastConn) ackArrived(s *tcpSeg) bool {
 	if seqLT(c.sndNxt, ack) {
 		// Sent before a go-back and received after all.
 		c.sndNxt = ack
-		if c.hostEOF && ack == c.sndMax && c.sEnd-c.sOff == int(ack-c.sndUna)-1 {
+		if c.hostEOF && ack == c.sndMax && c.sbuf.len() == int(ack-c.sndUna)-1 {
 			c.finSent = true // the FIN was the last of it
 		}
 	}
@@ -594,12 +596,9 @@ func (c *fastConn) acked(ack uint32) {
 		c.finAcked = true
 		n--
 	}
-	c.sOff += n
+	c.sbuf.consume(n)
 	c.sndUna = ack
 	c.dupAcks, c.retries, c.rto = 0, 0, fastRTO
-	if c.sOff == c.sEnd {
-		c.putSendBuf()
-	}
 	if c.sndUna == c.sndNxt {
 		c.stopTimer()
 	} else {
@@ -646,7 +645,7 @@ func (c *fastConn) dataArrived(s *tcpSeg, fr link.Frame) bool {
 		return true
 	}
 	if room := c.rcvRoom(); n > room {
-		n, fin = max(room, 0), false
+		n, fin = room, false
 	}
 	if n > 0 {
 		if err := c.toHost(fr.Segs, off, off+n); err != nil {
@@ -656,8 +655,10 @@ func (c *fastConn) dataArrived(s *tcpSeg, fr link.Frame) bool {
 		c.rcvNxt += uint32(n)
 		c.unacked += n
 	}
+	took := false
 	if len(c.ooo) > 0 && !fin {
-		if err := c.takeOutOfOrder(); err != nil {
+		var err error
+		if took, err = c.takeOutOfOrder(); err != nil {
 			c.reset()
 			return false
 		}
@@ -670,8 +671,8 @@ func (c *fastConn) dataArrived(s *tcpSeg, fr link.Frame) bool {
 			return false
 		}
 	}
-	if fin || c.unacked >= fastAckBytes {
-		c.sendACK()
+	if fin || took || c.unacked >= fastAckBytes {
+		c.sendACK() // after kept data: at once, the guest is recovering
 	} else {
 		c.owe()
 	}
@@ -707,9 +708,9 @@ func (c *fastConn) keepOutOfOrder(seq uint32, segs [][]byte, from, to int) {
 }
 
 // takeOutOfOrder passes on the kept data that the gap's filling made
-// contiguous, and drops what is covered already.
-func (c *fastConn) takeOutOfOrder() error {
-	took := false
+// contiguous, and drops what is covered already; took reports whether
+// any was passed on.
+func (c *fastConn) takeOutOfOrder() (took bool, err error) {
 	for len(c.ooo) > 0 && seqLEQ(c.ooo[0].seq, c.rcvNxt) {
 		o := c.ooo[0]
 		c.ooo = c.ooo[1:]
@@ -717,7 +718,7 @@ func (c *fastConn) takeOutOfOrder() error {
 		if skip := int(c.rcvNxt - o.seq); skip < len(o.data) {
 			b := o.data[skip:]
 			if err := c.toHost([][]byte{b}, 0, len(b)); err != nil {
-				return err
+				return took, err
 			}
 			c.rcvNxt += uint32(len(b))
 			c.unacked += len(b)
@@ -727,10 +728,7 @@ func (c *fastConn) takeOutOfOrder() error {
 	if len(c.ooo) == 0 {
 		c.ooo = nil
 	}
-	if took {
-		c.unacked = max(c.unacked, fastAckBytes) // ACK at once: the guest is recovering
-	}
-	return nil
+	return took, nil
 }
 
 // toHost writes the bytes [from, to) of segs to the host socket and keeps
@@ -770,16 +768,15 @@ func (c *fastConn) toHost(segs [][]byte, from, to int) error {
 // writable), then passes on a FIN that waited for it.
 func (c *fastConn) flushHold() error {
 	for c.held() > 0 {
-		n, err := rawWrite(c.fd, (*c.hold)[c.hOff:c.hEnd])
+		n, err := rawWrite(c.fd, c.hold.data())
 		if err == unix.EAGAIN {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		c.hOff += n
+		c.hold.consume(n)
 	}
-	c.putHold()
 	if err := c.armOut(false); err != nil {
 		return err
 	}
@@ -802,13 +799,7 @@ func (c *fastConn) shutHost() error {
 }
 
 // armOut adds or removes EPOLLOUT for the host socket.
-func (c *fastConn) armOut(on bool) error {
-	if c.outArmed == on {
-		return nil
-	}
-	c.outArmed = on
-	return c.sched.ctl(unix.EPOLL_CTL_MOD, c, on)
-}
+func (c *fastConn) armOut(on bool) error { return c.sched.setOut(c, &c.outArmed, on) }
 
 // pushToGuest sends the guest what it has room for of the host's data,
 // reading more from the host socket as the buffer allows, then the FIN
@@ -821,9 +812,7 @@ func (c *fastConn) pushToGuest() {
 	}
 	if c.hostEOF && !c.finSent && c.unsent() == 0 {
 		c.send(&segOut{flags: header.TCPFlagFin | header.TCPFlagAck, seq: c.sndNxt, ack: c.rcvNxt, wnd: c.window()})
-		c.ackOwed, c.unacked = false, 0
-		c.sndNxt++
-		c.sndMax = maxSeq(c.sndMax, c.sndNxt)
+		c.advance(1)
 		c.finSent = true
 		c.startTimer()
 	}
@@ -832,13 +821,19 @@ func (c *fastConn) pushToGuest() {
 	}
 }
 
+// advance moves sndNxt past n sequence numbers just sent.
+func (c *fastConn) advance(n uint32) {
+	c.sndNxt += n
+	c.sndMax = maxSeq(c.sndMax, c.sndNxt)
+}
+
 // unsent is how much of the send buffer has not been sent.
 func (c *fastConn) unsent() int {
 	inFlight := int(c.sndNxt - c.sndUna)
 	if c.finSent && !c.finAcked {
 		inFlight-- // the FIN takes a sequence number, not a byte
 	}
-	return c.sEnd - c.sOff - inFlight
+	return c.sbuf.len() - inFlight
 }
 
 // sendData sends one frame of unsent data if the guest's window allows
@@ -862,7 +857,7 @@ func (c *fastConn) sendData() bool {
 	} else {
 		n = min(n, c.mss)
 	}
-	start := c.sEnd - unsent
+	start := c.sbuf.len() - unsent
 	flags := header.TCPFlagAck
 	if n == unsent {
 		flags |= header.TCPFlagPsh
@@ -872,12 +867,10 @@ func (c *fastConn) sendData() bool {
 		seq:     c.sndNxt,
 		ack:     c.rcvNxt,
 		wnd:     c.window(),
-		payload: (*c.sbuf)[start : start+n],
+		payload: c.sbuf.data()[start : start+n],
 		mss:     mss,
 	})
-	c.ackOwed, c.unacked = false, 0
-	c.sndNxt += uint32(n)
-	c.sndMax = maxSeq(c.sndMax, c.sndNxt)
+	c.advance(uint32(n))
 	c.startTimer()
 	return true
 }
@@ -888,20 +881,14 @@ func (c *fastConn) readHost() bool {
 	if !c.hostReady || c.hostEOF || c.state != fcOpen {
 		return false
 	}
-	if c.sbuf == nil {
-		c.sbuf = copyBufs.Get().(*[]byte)
-		c.sOff, c.sEnd = 0, 0
-	}
-	buf := *c.sbuf
-	if c.sEnd == len(buf) && c.sOff > 0 {
-		c.sEnd = copy(buf, buf[c.sOff:c.sEnd])
-		c.sOff = 0
-	}
-	if c.sEnd == len(buf) {
+	room := c.sbuf.room(1)
+	if len(room) == 0 {
 		return false // full: more once the guest acknowledges
 	}
-	want := len(buf) - c.sEnd
-	n, err := rawRead(c.fd, buf[c.sEnd:])
+	n, err := rawRead(c.fd, room)
+	if (n <= 0 || err != nil) && c.sbuf.len() == 0 {
+		c.sbuf.put() // nothing read or queued: no buffer held while idle
+	}
 	switch {
 	case err == unix.EAGAIN:
 		c.hostReady = false
@@ -913,10 +900,10 @@ func (c *fastConn) readHost() bool {
 		c.hostReady, c.hostEOF = false, true
 		return false
 	}
-	if n < want && !c.hostDrain {
+	if n < len(room) && !c.hostDrain {
 		c.hostReady = false // a short read: the socket is empty
 	}
-	c.sEnd += n
+	c.sbuf.grow(n)
 	return true
 }
 
@@ -957,34 +944,18 @@ func (c *fastConn) finish(abort bool) {
 		}
 		c.fd = -1
 	}
-	c.putSendBuf()
-	c.putHold()
+	c.sbuf.put()
+	c.hold.put()
 	c.ooo, c.oooBytes = nil, 0
 }
 
 // held is how much guest data waits for the host socket.
-func (c *fastConn) held() int { return c.hEnd - c.hOff }
+func (c *fastConn) held() int { return c.hold.len() }
 
 // keep appends b to the held guest data. It always fits: the window
 // announced never exceeds the room left (window).
 func (c *fastConn) keep(b []byte) {
-	if c.hold == nil {
-		c.hold = holdBufs.Get().(*[]byte)
-		c.hOff, c.hEnd = 0, 0
-	}
-	buf := *c.hold
-	if c.hEnd+len(b) > len(buf) {
-		c.hEnd = copy(buf, buf[c.hOff:c.hEnd])
-		c.hOff = 0
-	}
-	c.hEnd += copy(buf[c.hEnd:], b)
-}
-
-func (c *fastConn) putHold() {
-	if c.hold != nil {
-		holdBufs.Put(c.hold)
-		c.hold, c.hOff, c.hEnd = nil, 0, 0
-	}
+	c.hold.grow(copy(c.hold.room(len(b)), b))
 }
 
 // releaseSlot gives back the connection attempt's slot in tcpNAT's limits
@@ -998,10 +969,56 @@ func (c *fastConn) releaseSlot() {
 	}
 }
 
-func (c *fastConn) putSendBuf() {
-	if c.sbuf != nil {
-		copyBufs.Put(c.sbuf)
-		c.sbuf, c.sOff, c.sEnd = nil, 0, 0
+// byteQueue is a queue of bytes in a buffer from pool, taken when it is
+// first needed and given back when the queue empties: a connection holds
+// a buffer only while it has data queued.
+type byteQueue struct {
+	pool     *sync.Pool
+	buf      *[]byte
+	off, end int // the queued bytes: (*buf)[off:end]
+}
+
+func (q *byteQueue) len() int { return q.end - q.off }
+
+// data is the queued bytes.
+func (q *byteQueue) data() []byte {
+	if q.buf == nil {
+		return nil
+	}
+	return (*q.buf)[q.off:q.end]
+}
+
+// room returns the free space after the queued bytes, moving them to the
+// buffer's front first when fewer than want bytes are free there.
+func (q *byteQueue) room(want int) []byte {
+	if q.buf == nil {
+		q.buf = q.pool.Get().(*[]byte)
+		q.off, q.end = 0, 0
+	}
+	b := *q.buf
+	if len(b)-q.end < want && q.off > 0 {
+		q.end = copy(b, b[q.off:q.end])
+		q.off = 0
+	}
+	return b[q.end:]
+}
+
+// grow queues the n bytes just written into room's slice.
+func (q *byteQueue) grow(n int) { q.end += n }
+
+// consume drops the first n queued bytes, and the buffer once empty.
+func (q *byteQueue) consume(n int) {
+	q.off += n
+	if q.off == q.end {
+		q.put()
+	}
+}
+
+// put gives the buffer back (what it held is dropped).
+func (q *byteQueue) put() {
+	if q.buf != nil {
+		q.pool.Put(q.buf)
+		q.buf, q.off, q.end = nil, 0, 0
 	}
 }
 
@@ -1055,8 +1072,6 @@ func (c *fastConn) startTimer() {
 		c.restartTimer()
 	}
 }
-
-func (c *fastConn) armTimer() { c.restartTimer() }
 
 func (c *fastConn) restartTimer() {
 	c.timerOn = true

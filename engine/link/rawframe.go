@@ -37,18 +37,13 @@ func (e *Endpoint) WriteFrame(h VnetHdr, head, payload []byte) error {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
 	r := &e.tx.raw
-	r.n = 0
+	iov := r.iov[:0]
 	if e.vnet {
 		h.Encode(e.tx.hdr[:])
-		r.iov[r.n] = iovecOf(e.tx.hdr[:])
-		r.n++
+		iov = appendIovec(iov, e.tx.hdr[:])
 	}
-	r.iov[r.n] = iovecOf(head)
-	r.n++
-	if len(payload) > 0 {
-		r.iov[r.n] = iovecOf(payload)
-		r.n++
-	}
+	iov = appendIovec(appendIovec(iov, head), payload)
+	r.n = len(iov)
 	if r.fn == nil {
 		r.fn = r.writev
 	}
@@ -86,11 +81,4 @@ func (r *rawTx) writev(fd uintptr) bool {
 			return true
 		}
 	}
-}
-
-// iovecOf is an iovec for b, which must not be empty.
-func iovecOf(b []byte) unix.Iovec {
-	v := unix.Iovec{Base: &b[0]}
-	v.SetLen(len(b))
-	return v
 }
