@@ -442,46 +442,43 @@ func TestTCPFastTransfer(t *testing.T) {
 // TestTCPFastHalfClose: either side may close its direction first; the
 // other direction still works, and the connection ends once both closed.
 func TestTCPFastHalfClose(t *testing.T) {
-	t.Run("guest first", func(t *testing.T) {
-		noLeaks(t)
-		b := newFPBed(t)
-		gc, _, hc := b.connect(t)
-		b.only(t)
-		mustWrite(t, gc, "request")
-		if err := gc.CloseWrite(); err != nil {
+	// halfClose writes msg from first and shuts its write side; second
+	// reads it to EOF, answers after the FIN and closes.
+	halfClose := func(t *testing.T, first, second halfCloser, msg, answer string) {
+		mustWrite(t, first, msg)
+		if err := first.CloseWrite(); err != nil {
 			t.Fatal(err)
 		}
-		if got := readAllString(t, hc); got != "request" {
-			t.Fatalf("host read %q", got)
+		if got := readAllString(t, second); got != msg {
+			t.Fatalf("read %q, want %q", got, msg)
 		}
-		mustWrite(t, hc, "answer after the guest's FIN")
-		hc.Close()
-		if got := readAllString(t, gc); got != "answer after the guest's FIN" {
-			t.Fatalf("guest read %q", got)
+		mustWrite(t, second, answer)
+		second.Close()
+		if got := readAllString(t, first); got != answer {
+			t.Fatalf("read %q, want %q", got, answer)
 		}
-		b.waitGone(t)
-		b.checkFastOnly(t)
-	})
-	t.Run("host first", func(t *testing.T) {
-		noLeaks(t)
-		b := newFPBed(t)
-		gc, _, hc := b.connect(t)
-		b.only(t)
-		mustWrite(t, hc, "banner")
-		if err := hc.CloseWrite(); err != nil {
-			t.Fatal(err)
-		}
-		if got := readAllString(t, gc); got != "banner" {
-			t.Fatalf("guest read %q", got)
-		}
-		mustWrite(t, gc, "answer after the host's FIN")
-		gc.Close()
-		if got := readAllString(t, hc); got != "answer after the host's FIN" {
-			t.Fatalf("host read %q", got)
-		}
-		b.waitGone(t)
-		b.checkFastOnly(t)
-	})
+	}
+	for _, guestFirst := range []bool{true, false} {
+		t.Run(map[bool]string{true: "guest first", false: "host first"}[guestFirst], func(t *testing.T) {
+			noLeaks(t)
+			b := newFPBed(t)
+			gc, _, hc := b.connect(t)
+			b.only(t)
+			if guestFirst {
+				halfClose(t, gc, hc, "request", "answer after the guest's FIN")
+			} else {
+				halfClose(t, hc, gc, "banner", "answer after the host's FIN")
+			}
+			b.waitGone(t)
+			b.checkFastOnly(t)
+		})
+	}
+}
+
+// halfCloser is a TCP connection that can shut its write side.
+type halfCloser interface {
+	io.ReadWriteCloser
+	CloseWrite() error
 }
 
 func mustWrite(t testing.TB, w io.Writer, s string) {

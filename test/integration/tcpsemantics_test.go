@@ -550,7 +550,7 @@ func semDial(ctx context.Context, addr string, rcvbuf int) (*net.TCPConn, error)
 
 // sizeArg checks that a tool has its n arguments (usage says which) and
 // returns the byte count in args[i].
-func sizeArg(args []string, n int, usage string, i int) (int64, error) {
+func intArg(args []string, n int, usage string, i int) (int64, error) {
 	if err := wantArgs(args, n, usage); err != nil {
 		return 0, err
 	}
@@ -560,7 +560,7 @@ func sizeArg(args []string, n int, usage string, i int) (int64, error) {
 // semToolBoth: both ADDR SIZE — send Blob(SIZE) and half-close while
 // reading to EOF; prints "n=N sha=HEX" of what it read.
 func semToolBoth(ctx context.Context, addr string, args []string) error {
-	size, err := sizeArg(args, 1, "both ADDR SIZE", 0)
+	size, err := intArg(args, 1, "both ADDR SIZE", 0)
 	if err != nil {
 		return err
 	}
@@ -586,7 +586,7 @@ func semToolBoth(ctx context.Context, addr string, args []string) error {
 // side, then read the server's line and its REPLY bytes to EOF; prints
 // "server LINE" and "reply n=N sha=HEX".
 func semToolSend(ctx context.Context, addr string, args []string) error {
-	size, err := sizeArg(args, 2, "send ADDR SIZE REPLY", 0)
+	size, err := intArg(args, 2, "send ADDR SIZE REPLY", 0)
 	if err != nil {
 		return err
 	}
@@ -619,7 +619,7 @@ func semToolSend(ctx context.Context, addr string, args []string) error {
 // a small receive buffer, or a fast one), print "n=N sha=HEX", then send
 // Blob(SIZE) on the half-closed connection and close.
 func semToolRecv(ctx context.Context, addr string, args []string) error {
-	size, err := sizeArg(args, 2, "recv ADDR slow|fast SIZE", 1)
+	size, err := intArg(args, 2, "recv ADDR slow|fast SIZE", 1)
 	if err != nil {
 		return err
 	}
@@ -693,10 +693,7 @@ func semToolRSTClose(ctx context.Context, addr string, _ []string) error {
 // semToolPingPong: pingpong ADDR N — N one-byte round trips on one
 // connection to an echo server; prints "ok".
 func semToolPingPong(ctx context.Context, addr string, args []string) error {
-	if err := wantArgs(args, 1, "pingpong ADDR N"); err != nil {
-		return err
-	}
-	n, err := strconv.Atoi(args[0])
+	n, err := intArg(args, 1, "pingpong ADDR N", 0)
 	if err != nil {
 		return err
 	}
@@ -706,7 +703,7 @@ func semToolPingPong(ctx context.Context, addr string, args []string) error {
 	}
 	defer c.Close()
 	b := make([]byte, 1)
-	for i := range n {
+	for i := range int(n) {
 		want := byte(i)
 		if _, err := c.Write([]byte{want}); err != nil {
 			return fmt.Errorf("round trip %d: write: %w", i, err)
@@ -725,10 +722,7 @@ func semToolPingPong(ctx context.Context, addr string, args []string) error {
 // semToolChurn: churn ADDR N — N sequential connections, each echoing
 // 1000 bytes and closing; prints "ok".
 func semToolChurn(ctx context.Context, addr string, args []string) error {
-	if err := wantArgs(args, 1, "churn ADDR N"); err != nil {
-		return err
-	}
-	n, err := strconv.Atoi(args[0])
+	n, err := intArg(args, 1, "churn ADDR N", 0)
 	if err != nil {
 		return err
 	}
