@@ -217,7 +217,7 @@ func TestRemoveForwardEndsConnections(t *testing.T) {
 	if err := tb.eng.RemoveForward(5); err != nil {
 		t.Fatal(err)
 	}
-	if n := tb.eng.tcp.sched.count(); n != 0 {
+	if n := tb.eng.tcp.sched.Load().count(); n != 0 {
 		t.Fatalf("%d connections still relayed after RemoveForward", n)
 	}
 	if _, err := io.ReadAll(c); err == nil {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"os"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -245,6 +246,30 @@ func (s *server) close() {
 	}
 }
 
+// BusyPollEnv in slirp4netns's environment sets the link reader's busy-poll
+// window in microseconds (link.Options.BusyPoll); "0" turns busy polling
+// off, for a machine where a spare core's idle time matters more than
+// round-trip latency.
+const BusyPollEnv = "SLIRP4NETNS_GO_BUSY_POLL_US"
+
+// maxBusyPoll bounds BusyPollEnv: longer windows only burn more CPU.
+const maxBusyPoll = 10 * time.Millisecond
+
+// busyPollFromEnv is the busy-poll window BusyPollEnv's value v asks for:
+// link.DefaultBusyPoll when v is empty, and when it is not a number of
+// microseconds from 0 to maxBusyPoll (with a warning).
+func busyPollFromEnv(v string, logger *log.Logger) time.Duration {
+	if v == "" {
+		return link.DefaultBusyPoll
+	}
+	us, err := strconv.ParseUint(v, 10, 32)
+	if err != nil || time.Duration(us)*time.Microsecond > maxBusyPoll {
+		logger.Printf("WARNING: ignoring %s=%q: want microseconds from 0 to %d", BusyPollEnv, v, maxBusyPoll.Microseconds())
+		return link.DefaultBusyPoll
+	}
+	return time.Duration(us) * time.Microsecond
+}
+
 func closeFiles(files []*os.File) {
 	for _, f := range files {
 		f.Close()
@@ -262,6 +287,7 @@ func newLinkEndpoint(f *os.File, start proto.EngineStart, logger *log.Logger, on
 		MTU:      uint32(start.Config.MTU),
 		Address:  GatewayMAC,
 		OnClosed: onClosed,
+		BusyPoll: busyPollFromEnv(os.Getenv(BusyPollEnv), logger),
 	}
 	if start.Link == proto.LinkBESS {
 		listening, err := isListening(int(f.Fd()))

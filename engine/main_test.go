@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"os"
 	"os/exec"
@@ -12,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/slirp4netns-go/slirp4netns/engine/link"
 	"github.com/slirp4netns-go/slirp4netns/ipc"
 	"github.com/slirp4netns-go/slirp4netns/ipc/proto"
 	"github.com/slirp4netns-go/slirp4netns/policy"
@@ -251,5 +253,35 @@ func checkSeccomp(t *testing.T, pid int) {
 	}
 	if !strings.Contains(string(status), "Seccomp:\t2") {
 		t.Fatalf("engine not under a seccomp filter:\n%s", status)
+	}
+}
+
+// TestBusyPollFromEnv: SLIRP4NETNS_GO_BUSY_POLL_US takes whole microseconds
+// from 0 to 10000; anything else keeps the default, with a warning.
+func TestBusyPollFromEnv(t *testing.T) {
+	for _, tc := range []struct {
+		v    string
+		want time.Duration
+		warn bool
+	}{
+		{"", link.DefaultBusyPoll, false},
+		{"0", 0, false},
+		{"50", 50 * time.Microsecond, false},
+		{"10000", 10 * time.Millisecond, false},
+		{"10001", link.DefaultBusyPoll, true},
+		{"-1", link.DefaultBusyPoll, true},
+		{"1.5", link.DefaultBusyPoll, true},
+		{"100us", link.DefaultBusyPoll, true},
+		{" 100", link.DefaultBusyPoll, true},
+		{"99999999999999999999", link.DefaultBusyPoll, true},
+	} {
+		var buf strings.Builder
+		got := busyPollFromEnv(tc.v, log.New(&buf, "", 0))
+		if got != tc.want || (buf.Len() > 0) != tc.warn {
+			t.Errorf("%q: %v, warning %q; want %v, warning %v", tc.v, got, buf.String(), tc.want, tc.warn)
+		}
+		if tc.warn && !strings.Contains(buf.String(), BusyPollEnv) {
+			t.Errorf("%q: warning %q does not name %s", tc.v, buf.String(), BusyPollEnv)
+		}
 	}
 }

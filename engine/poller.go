@@ -51,6 +51,12 @@ type relaySched struct {
 	conns  map[uint64]polledConn
 	nextID uint64
 	wg     sync.WaitGroup // poller and workers
+
+	// pollOnce's events, result and epoll_wait call (the link's reader
+	// alone uses them; built once, so that a poll allocates nothing).
+	onceEvents []unix.EpollEvent
+	onceN      int
+	onceFn     func(epfd uintptr)
 }
 
 // newRelaySched creates the epoll instance and starts the poller and the
@@ -72,6 +78,8 @@ func newRelaySched(e *Engine) (*relaySched, error) {
 	}
 	s := &relaySched{e: e, ep: f, rc: rc, conns: make(map[uint64]polledConn)}
 	s.cond.L = &s.mu
+	s.onceEvents = make([]unix.EpollEvent, pollEventBatch)
+	s.onceFn = func(epfd uintptr) { s.onceN, _ = rawEpollPoll(int(epfd), s.onceEvents) }
 	workers := max(minRelayWorkers, runtime.GOMAXPROCS(0))
 	s.wg.Add(1 + workers)
 	e.wg.Add(1 + workers)
@@ -274,6 +282,20 @@ func (s *relaySched) poll() {
 	case err != nil && !s.isClosed():
 		s.e.logf("relay: wait for epoll: %v", err)
 	}
+}
+
+// pollOnce runs the connections whose host sockets have events, without
+// waiting, and reports whether there were any. It serves the link's reader
+// while that busy-polls (guard.BusyPoll); the poller goroutine, woken by
+// the same events, then finds nothing and parks again.
+func (s *relaySched) pollOnce() bool {
+	s.onceN = 0
+	// Through Control, as ctl: the epoll fd stays open during the call.
+	if s.rc.Control(s.onceFn) != nil || s.onceN <= 0 {
+		return false
+	}
+	s.dispatch(s.onceEvents[:s.onceN])
+	return true
 }
 
 // hostDrainEvents are the epoll events after which a short read from the

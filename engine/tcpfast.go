@@ -113,6 +113,9 @@ type tcpFast struct {
 	// g gathers a guest segment's payload for the host socket (reader
 	// goroutine).
 	g gather
+	// took: a segment was taken since wantBusyPoll last asked (reader
+	// goroutine).
+	took bool
 }
 
 // newTCPFast returns the fast path for link ep, or nil when ep cannot
@@ -157,7 +160,17 @@ func (f *tcpFast) takeFrame(fr link.Frame) bool {
 		return false // gVisor drops and counts it
 	}
 	c.segment(&s, fr)
+	f.took = true
 	return true
+}
+
+// wantBusyPoll reports whether the fast path took a segment since it was
+// last asked: its connections' host sockets are then likely to have
+// something soon (an answer, a window opening).
+func (f *tcpFast) wantBusyPoll() bool {
+	took := f.took
+	f.took = false
+	return took
 }
 
 // admits applies to a SYN what the guard, gVisor's IP layer and its

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -41,7 +42,7 @@ type tcpNAT struct {
 	closing  bool
 
 	schedMu sync.Mutex
-	sched   *relaySched // see relay
+	sched   atomic.Pointer[relaySched] // see relay; set under schedMu
 }
 
 func newTCPNAT(e *Engine) *tcpNAT {
@@ -173,8 +174,8 @@ func (t *tcpNAT) connect(r *tcp.ForwarderRequest) {
 func (t *tcpNAT) relay() (*relaySched, error) {
 	t.schedMu.Lock()
 	defer t.schedMu.Unlock()
-	if t.sched != nil {
-		return t.sched, nil
+	if s := t.sched.Load(); s != nil {
+		return s, nil
 	}
 	s, err := newRelaySched(t.e)
 	if err != nil {
@@ -183,7 +184,7 @@ func (t *tcpNAT) relay() (*relaySched, error) {
 	if !t.e.conns.add(s) {
 		return nil, errClosed
 	}
-	t.sched = s
+	t.sched.Store(s)
 	return s, nil
 }
 

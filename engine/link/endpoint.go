@@ -97,6 +97,11 @@ type Options struct {
 	// Attach(nil) is not an end. It runs on the reader goroutine and must
 	// not call Wait.
 	OnClosed func(err error)
+	// BusyPoll is how long the reader keeps polling the link, and the
+	// sources of a FrameTaker that is a BusyPoller, after the link ran dry
+	// following frames the taker took, before it sleeps (0: never). Each
+	// event caught opens a new window. See DefaultBusyPoll.
+	BusyPoll time.Duration
 }
 
 // Stats counts frames; all fields are cumulative.
@@ -203,6 +208,7 @@ func New(fd int, opts Options) (*Endpoint, error) {
 		}
 	}
 	e.rx.init(opts.VnetHdr)
+	e.rx.bp = busyPoll{base: time.Now(), window: opts.BusyPoll}
 	e.rx.flush = e.flushTaken
 	e.tx.init(opts.VnetHdr, &e.stats)
 	return e, nil
@@ -523,6 +529,7 @@ type rxState struct {
 	// finds the fd empty calls flush (Endpoint.flushTaken) before waiting.
 	taker FrameTaker
 	flush func()
+	bp    busyPoll
 	iov   []unix.Iovec
 	n     int
 	errno syscall.Errno
@@ -573,12 +580,12 @@ func (r *rxState) fill() {
 // round trip on one thread.
 func (r *rxState) readv(fd uintptr) bool {
 	for {
-		n, _, errno := unix.RawSyscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&r.iov[0])), uintptr(len(r.iov)))
+		n, errno := r.readOnce(fd)
 		switch errno {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
-			if r.taker != nil {
+			if t := r.taker; t != nil {
 				// Flush before waiting, and wait within this same
 				// RawConn.Read: a frame that comes in meanwhile (the
 				// guest's kernel answers a flushed frame inside our
@@ -587,12 +594,22 @@ func (r *rxState) readv(fd uintptr) bool {
 				// outside would cost a readv that fails on every wake-up
 				// (rc.Read forgets readiness when it starts).
 				r.flush()
+				if p, ok := t.(BusyPoller); ok && p.WantBusyPoll() && r.spin(fd, p) {
+					return true
+				}
 			}
+			r.bp.parked()
 			return false
 		}
-		r.n, r.errno = int(n), errno
+		r.n, r.errno = n, errno
 		return true
 	}
+}
+
+// readOnce is one readv into the read buffers.
+func (r *rxState) readOnce(fd uintptr) (int, syscall.Errno) {
+	n, _, errno := unix.RawSyscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&r.iov[0])), uintptr(len(r.iov)))
+	return int(n), errno
 }
 
 // read performs one readv, waiting in Go's poller while the fd is empty.
