@@ -212,13 +212,16 @@ func (f *forward) serveTCP(ln net.Listener) {
 // connectTCP connects one host connection into the guest and hands the
 // pair to the relay.
 func (f *forward) connectTCP(c net.Conn) {
+	client := addrPortOf(c.RemoteAddr())
+	src := policy.ForwardSource(f.e.plan, client.Addr(), f.guest.Addr())
+	if tc, ok := c.(rawSocket); ok && f.e.fast != nil && f.e.fast.connectGuest(tc, src, f.guest, &f.conns) {
+		return
+	}
 	sched, err := f.e.tcp.relay()
 	if err != nil {
 		c.Close()
 		return
 	}
-	client := addrPortOf(c.RemoteAddr())
-	src := policy.ForwardSource(f.e.plan, client.Addr(), f.guest.Addr())
 	ctx, cancel := context.WithTimeout(f.e.ctx, f.e.opts.dialTimeout)
 	ep, wq, err := dialGuestTCP(ctx, f.e.stack, src, f.guest)
 	cancel()

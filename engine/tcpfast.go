@@ -263,6 +263,7 @@ type fcState uint8
 const (
 	fcDialing fcState = iota // the host dial runs; nothing sent to the guest
 	fcSynRcvd                // SYN-ACK sent, waiting for the guest's ACK
+	fcSynSent                // a forward's: SYN sent, waiting for the SYN-ACK
 	fcOpen                   // established (either side may have closed)
 	fcDone                   // closed, or reset
 )
@@ -280,6 +281,10 @@ type fastConn struct {
 	slot  bool // holds an attempt's slot (releaseSlot)
 	fd    int  // host socket, -1 until dialed
 	tpl   tcpTemplate
+	// owner is a forward's connection set (connectGuest), inSet whether
+	// c is counted in it.
+	owner *connSet
+	inSet bool
 
 	// Guest to host.
 	irs     uint32 // the guest's initial sequence number
@@ -508,6 +513,9 @@ func (c *fastConn) segment(s *tcpSeg, fr link.Frame) {
 		if !c.handshakeDone(s) {
 			return
 		}
+	case fcSynSent:
+		c.synSent(s, fr)
+		return
 	case fcDone:
 		return
 	}
@@ -929,10 +937,14 @@ func (c *fastConn) maybeFinish() {
 
 // reset ends the connection with a reset on both sides (a host error).
 func (c *fastConn) reset() {
-	if c.state == fcDone {
+	switch c.state {
+	case fcDone:
 		return
+	case fcSynSent:
+		c.send(&segOut{flags: header.TCPFlagRst, seq: c.sndNxt})
+	default:
+		c.send(&segOut{flags: header.TCPFlagRst | header.TCPFlagAck, seq: c.sndNxt, ack: c.rcvNxt})
 	}
-	c.send(&segOut{flags: header.TCPFlagRst | header.TCPFlagAck, seq: c.sndNxt, ack: c.rcvNxt})
 	c.finish(true)
 }
 
@@ -946,6 +958,7 @@ func (c *fastConn) finish(abort bool) {
 	c.releaseSlot()
 	c.stopTimer()
 	c.f.remove(c)
+	c.forgetOwner()
 	if c.fd >= 0 {
 		if c.sched != nil {
 			c.sched.remove(c)
@@ -1039,7 +1052,7 @@ func (q *byteQueue) put() {
 func (c *fastConn) hostEvent(events uint32) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.state != fcOpen && c.state != fcSynRcvd {
+	if c.state != fcOpen && c.state != fcSynRcvd && c.state != fcSynSent {
 		return
 	}
 	if events&unix.EPOLLERR != 0 {
@@ -1119,6 +1132,15 @@ func (c *fastConn) expired() {
 		}
 		c.rto = min(2*c.rto, fastMaxRTO)
 		c.sendSYNACK()
+		c.restartTimer()
+	case fcSynSent:
+		c.retries++
+		if c.retries > fastSynRetries {
+			c.finish(false) // the guest is silent: the host sees a close
+			return
+		}
+		c.rto = min(2*c.rto, fastMaxRTO)
+		c.sendSYN()
 		c.restartTimer()
 	case fcOpen:
 		c.retransmit()
