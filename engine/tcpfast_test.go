@@ -50,6 +50,8 @@ type fpShim struct {
 	eng, guest   *os.File // our ends of the two socketpairs
 	dropToGuest  atomic.Int64
 	dropToEngine atomic.Int64
+	// synsToGuest is how many SYNs (without ACK) to the guest to drop.
+	synsToGuest atomic.Int64
 	// bareToGuest counts TCP frames without payload to the guest (ACKs,
 	// window probes); dropped counts the frames dropped.
 	bareToGuest atomic.Int64
@@ -107,6 +109,10 @@ func (s *fpShim) move(from, to *os.File, dropEvery *atomic.Int64, toGuest bool) 
 		}
 		if s.trace != nil && isTCP {
 			s.trace(toGuest, fr)
+		}
+		if toGuest && isTCP && tcpFlagsOf(fr)&(header.TCPFlagSyn|header.TCPFlagAck) == header.TCPFlagSyn && s.synsToGuest.Add(-1) >= 0 {
+			s.dropped.Add(1)
+			continue
 		}
 		if every := dropEvery.Load(); every > 0 && isTCP && payload > 0 {
 			n++
@@ -401,34 +407,7 @@ func TestTCPFastTransfer(t *testing.T) {
 			b.shim.dropToEngine.Store(tc.toEngine)
 			gc, _, hc := b.connect(t)
 			b.only(t)
-			const size = 8 << 20
-			up, down := pattern(size, 1), pattern(size, 2)
-			errc := make(chan error, 2)
-			go sendAll(gc, up, gc.CloseWrite, errc)
-			go sendAll(hc, down, hc.CloseWrite, errc)
-			type got struct {
-				n   int64
-				sum [32]byte
-				err error
-			}
-			gotc := make(chan got, 1)
-			go func() {
-				n, sum, err := recvSum(hc)
-				gotc <- got{n, sum, err}
-			}()
-			n, sum, err := recvSum(gc)
-			if err != nil || n != size || sum != sha256.Sum256(down) {
-				t.Errorf("guest received %d bytes (err %v), sum match %v; want %d", n, err, sum == sha256.Sum256(down), size)
-			}
-			g := <-gotc
-			if g.err != nil || g.n != size || g.sum != sha256.Sum256(up) {
-				t.Errorf("host received %d bytes (err %v), sum match %v; want %d", g.n, g.err, g.sum == sha256.Sum256(up), size)
-			}
-			for range 2 {
-				if err := <-errc; err != nil {
-					t.Errorf("send: %v", err)
-				}
-			}
+			exchange(t, gc, hc, 8<<20)
 			if (tc.toGuest > 0 || tc.toEngine > 0) && b.shim.dropped.Load() == 0 {
 				t.Error("the shim dropped nothing")
 			}
@@ -438,6 +417,40 @@ func TestTCPFastTransfer(t *testing.T) {
 			b.waitGone(t)
 			b.checkFastOnly(t)
 		})
+	}
+}
+
+// exchange sends size bytes each way between the guest's end gc and the
+// host's end hc at once, each side closing its write side after its data,
+// and checks what arrived.
+func exchange(t *testing.T, gc, hc halfCloser, size int) {
+	t.Helper()
+	up, down := pattern(size, 1), pattern(size, 2)
+	errc := make(chan error, 2)
+	go sendAll(gc, up, gc.CloseWrite, errc)
+	go sendAll(hc, down, hc.CloseWrite, errc)
+	type got struct {
+		n   int64
+		sum [32]byte
+		err error
+	}
+	gotc := make(chan got, 1)
+	go func() {
+		n, sum, err := recvSum(hc)
+		gotc <- got{n, sum, err}
+	}()
+	n, sum, err := recvSum(gc)
+	if err != nil || n != int64(size) || sum != sha256.Sum256(down) {
+		t.Errorf("guest received %d bytes (err %v), sum match %v; want %d", n, err, sum == sha256.Sum256(down), size)
+	}
+	g := <-gotc
+	if g.err != nil || g.n != int64(size) || g.sum != sha256.Sum256(up) {
+		t.Errorf("host received %d bytes (err %v), sum match %v; want %d", g.n, g.err, g.sum == sha256.Sum256(up), size)
+	}
+	for range 2 {
+		if err := <-errc; err != nil {
+			t.Errorf("send: %v", err)
+		}
 	}
 }
 

@@ -160,7 +160,6 @@ func (c *fastConn) synSent(s *tcpSeg, fr link.Frame) {
 		return
 	case s.flags&header.TCPFlagRst != 0:
 		if s.flags&header.TCPFlagAck != 0 {
-			c.f.e.stats.TCPRefused.Add(1)
 			c.finish(false)
 		}
 		return

@@ -1,0 +1,212 @@
+package engine
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/slirp4netns-go/slirp4netns/ipc/proto"
+)
+
+// Forwarded connections on the fast path (tcpfastfwd.go), on the fast
+// path's test bed: a host client connects to a port forward, the engine
+// opens the connection towards the guest stack itself.
+
+// learnGuest has the guest open (and close) a connection through the
+// gateway, which makes it resolve the gateway: the engine's neighbour
+// table then knows the guest, as on a guest that has sent anything.
+func (b *fpBed) learnGuest(t *testing.T) {
+	t.Helper()
+	gc, _, hc := b.connect(t)
+	gc.Close()
+	hc.Close()
+	b.waitGone(t)
+	if _, ok := b.eng.fast.neighbor(b.eng.Plan().Guest); !ok {
+		t.Fatal("the engine does not know the guest's link address")
+	}
+}
+
+// forward adds TCP forward id to the guest's port and returns the host
+// address to connect to.
+func (b *fpBed) forward(t *testing.T, id int, port uint16) netip.AddrPort {
+	t.Helper()
+	f, hostAddr := hostTCPListener(t)
+	if err := b.eng.AddForward(proto.Forward{ID: id, Proto: "tcp", GuestPort: int(port)}, f); err != nil {
+		t.Fatalf("AddForward: %v", err)
+	}
+	return hostAddr
+}
+
+// guestListen listens on the guest's port.
+func (b *fpBed) guestListen(t *testing.T, port uint16) *gonet.TCPListener {
+	t.Helper()
+	ln, err := gonet.ListenTCP(b.guest, tcpip.FullAddress{NIC: 1, Addr: tcpAddr(b.eng.Plan().Guest), Port: port}, header.IPv4ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// forwarded connects a host client to hostAddr and accepts the
+// connection on the guest's listener ln; both ends have deadlines.
+func forwarded(t *testing.T, hostAddr netip.AddrPort, ln *gonet.TCPListener) (guest *gonet.TCPConn, host *net.TCPConn) {
+	t.Helper()
+	type accepted struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan accepted, 1)
+	go func() {
+		c, err := ln.Accept()
+		ch <- accepted{c, err}
+	}()
+	hc, err := net.DialTimeout("tcp", hostAddr.String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a accepted
+	select {
+	case a = <-ch:
+	case <-time.After(10 * time.Second):
+		hc.Close()
+		t.Fatal("the guest accepted nothing")
+	}
+	if a.err != nil {
+		hc.Close()
+		t.Fatalf("guest accept: %v", a.err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	a.c.SetDeadline(deadline)
+	hc.SetDeadline(deadline)
+	t.Cleanup(func() { a.c.Close(); hc.Close() })
+	return a.c.(*gonet.TCPConn), hc.(*net.TCPConn)
+}
+
+// TestTCPFastForward: a forwarded connection, opened by the engine towards
+// the guest, carries data both ways (with frames lost either way) on the
+// fast path alone, and ends with both sides' FINs.
+func TestTCPFastForward(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		toGuest, toEngine int64
+	}{
+		{name: "clean"},
+		{name: "drops to guest", toGuest: 37},
+		{name: "drops to engine", toEngine: 499},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			noLeaks(t)
+			b := newFPBed(t)
+			b.learnGuest(t)
+			ln := b.guestListen(t, 8080)
+			hostAddr := b.forward(t, 1, 8080)
+			b.shim.dropToGuest.Store(tc.toGuest)
+			b.shim.dropToEngine.Store(tc.toEngine)
+			gc, hc := forwarded(t, hostAddr, ln)
+			if c := b.only(t); inspect(c, func(c *fastConn) bool { return c.owner == nil }) {
+				t.Fatal("the fast-path connection is not the forward's")
+			}
+			exchange(t, gc, hc, 4<<20)
+			if (tc.toGuest > 0 || tc.toEngine > 0) && b.shim.dropped.Load() == 0 {
+				t.Error("the shim dropped nothing")
+			}
+			gc.Close()
+			hc.Close()
+			b.waitGone(t)
+			b.checkFastOnly(t)
+		})
+	}
+}
+
+// TestTCPFastForwardBeforeNeighbor: while the engine does not know the
+// guest's link address, a forwarded connection goes through gVisor (which
+// resolves it); the next one takes the fast path.
+func TestTCPFastForwardBeforeNeighbor(t *testing.T) {
+	noLeaks(t)
+	b := newFPBed(t)
+	ln := b.guestListen(t, 8081)
+	hostAddr := b.forward(t, 1, 8081)
+	gc, hc := forwarded(t, hostAddr, ln)
+	if n := b.eng.fast.count(); n != 0 {
+		t.Fatalf("%d fast-path connections before the guest was resolved, want 0", n)
+	}
+	mustWrite(t, hc, "via gVisor")
+	if got := make([]byte, 10); func() error { _, err := io.ReadFull(gc, got); return err }() != nil || string(got) != "via gVisor" {
+		t.Fatalf("guest read %q", got)
+	}
+	gc2, hc2 := forwarded(t, hostAddr, ln)
+	b.only(t)
+	exchange(t, gc2, hc2, 1<<20)
+	gc.Close()
+	hc.Close()
+}
+
+// TestTCPFastForwardSYNLost: our SYN to the guest is sent again after a
+// timeout.
+func TestTCPFastForwardSYNLost(t *testing.T) {
+	noLeaks(t)
+	b := newFPBed(t)
+	b.learnGuest(t)
+	ln := b.guestListen(t, 8082)
+	hostAddr := b.forward(t, 1, 8082)
+	b.shim.synsToGuest.Store(1)
+	gc, hc := forwarded(t, hostAddr, ln)
+	if d := b.shim.dropped.Load(); d != 1 {
+		t.Fatalf("the shim dropped %d SYNs, want 1", d)
+	}
+	exchange(t, gc, hc, 64<<10)
+	b.checkFastOnly(t)
+}
+
+// TestTCPFastForwardRefused: when the guest refuses (nothing listens), the
+// host client's connection is closed at once.
+func TestTCPFastForwardRefused(t *testing.T) {
+	noLeaks(t)
+	b := newFPBed(t)
+	b.learnGuest(t)
+	hostAddr := b.forward(t, 1, 9999)
+	hc, err := net.DialTimeout("tcp", hostAddr.String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Close()
+	hc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := hc.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("host read = %v, want the connection closed", err)
+	}
+	b.waitGone(t)
+	b.checkFastOnly(t)
+}
+
+// TestTCPFastForwardRemove: removing the forward resets its fast-path
+// connections on both sides before RemoveForward returns.
+func TestTCPFastForwardRemove(t *testing.T) {
+	noLeaks(t)
+	b := newFPBed(t)
+	b.learnGuest(t)
+	ln := b.guestListen(t, 8083)
+	hostAddr := b.forward(t, 5, 8083)
+	gc, hc := forwarded(t, hostAddr, ln)
+	b.only(t)
+	if err := b.eng.RemoveForward(5); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.eng.fast.count(); n != 0 {
+		t.Fatalf("%d fast-path connections after RemoveForward, want 0", n)
+	}
+	if _, err := io.ReadAll(hc); err == nil {
+		t.Error("the host side ended cleanly, want a reset")
+	}
+	if _, err := io.ReadAll(gc); err == nil || isTimeout(err) || errors.Is(err, io.EOF) {
+		t.Errorf("the guest side read %v, want a reset", err)
+	}
+	b.checkFastOnly(t)
+}
