@@ -125,12 +125,16 @@ bench:
 # kernel: the physical limit the bars refer to), with ../shared/bench/netbench;
 # then a second, shorter netbench run of ours and C only with UDP at
 # NETBENCH_UDP_RATE (netbench has one UDP rate per invocation; 500M is where
-# both keep up, 2G is where the difference shows). Writes docs/benchmarks.md.
-# About 12 minutes on the 2-core machines (the first run ~9, the second ~2.5).
+# both keep up, 2G is where the difference shows); then scripts/netab for what
+# netbench does not measure (host->guest through a forward at MTU 1500, CPU
+# per GB at MTU 1500; ours and C, NETAB_ROUNDS interleaved rounds of 5 s).
+# Writes docs/benchmarks.md. About 14 minutes on the 2-core machines (the
+# first run ~9, the second ~2.5, netab ~2).
 NETBENCH ?= ../shared/bench/netbench
 NETBENCH_FLAGS ?=
 NETBENCH_UDP_RATE ?= 2G
 NETBENCH_UDP_FLAGS ?= --runs 3 --duration 3
+NETAB_ROUNDS ?= 3
 #
 # It measures an installed copy of bin/slirp4netns (what `make install` and
 # dpkg produce), not the linker's output itself: the Go linker writes its
@@ -149,7 +153,9 @@ bench-net: deps build
 	$(NETBENCH) $(NETBENCH_UDP_FLAGS) $(NETBENCH_FLAGS) --udp-rate $(NETBENCH_UDP_RATE) \
 		--impl go-slirp4netns=./$(BENCH_BIN) --impl c-slirp4netns=/usr/bin/slirp4netns \
 		--json $(LOGDIR)/netbench-udp.json | tee $(LOGDIR)/netbench-udp.txt
-	scripts/benchmarks-md $(LOGDIR)/netbench.txt $(LOGDIR)/netbench.json $(LOGDIR)/netbench-udp.json >docs/benchmarks.md
+	{ scripts/netab h2g1500 $(NETAB_ROUNDS) 5 go-slirp4netns=./$(BENCH_BIN) c-slirp4netns=/usr/bin/slirp4netns | sed 's/^/h2g1500 /'; \
+	  scripts/netab g2h1500 $(NETAB_ROUNDS) 5 go-slirp4netns=./$(BENCH_BIN) c-slirp4netns=/usr/bin/slirp4netns | sed 's/^/g2h1500 /'; } | tee $(LOGDIR)/netab-1500.txt
+	scripts/benchmarks-md $(LOGDIR)/netbench.txt $(LOGDIR)/netbench.json $(LOGDIR)/netbench-udp.json $(LOGDIR)/netab-1500.txt >docs/benchmarks.md
 	@echo "wrote docs/benchmarks.md"
 
 # fuzz: every Fuzz target for 60 s each.
