@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"encoding/binary"
 	"io"
 	"net"
@@ -11,27 +12,39 @@ import (
 
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/slirp4netns-go/slirp4netns/engine/link"
 	"github.com/slirp4netns-go/slirp4netns/engine/link/linktest"
 )
 
-// fuzzPort in a frame of FuzzTCPFastFrames's input stands for the port of
-// the bed's host listener.
+// fuzzPort is the destination port of the seeds' frames; every frame's
+// destination is pinned to the bed's listener anyway (pinToGateway).
 const fuzzPort = 7777
 
 // Flags of a record of FuzzTCPFastFrames's input.
 const (
-	// fuzzFix has the frame repaired before it is offered: fuzzPort
-	// replaced, the ACK number taken as relative to the connection's
-	// initial sequence number (if it exists), and the checksums set.
+	// fuzzFix has the frame repaired before it is offered: pointed at a
+	// forwarded connection from its source (fuzzForward), the ACK number
+	// taken as relative to the connection's initial sequence number (if
+	// it exists), and the checksums set.
 	fuzzFix = 1 << iota
 	// fuzzValidated offers the frame as one whose checksums the link
 	// validated.
 	fuzzValidated
+	// fuzzForward opens a forwarded connection towards the guest (port
+	// 4000 of fastGuest4, or of fastGuest6 if the frame is the byte 6)
+	// instead of offering the frame: its SYN is sent and the fast path
+	// waits for the guest's SYN-ACK. A repaired frame from that guest
+	// port goes to it.
+	fuzzForward
 )
+
+// fuzzGuestMAC is the guest's link address in FuzzTCPFastFrames.
+const fuzzGuestMAC = tcpip.LinkAddress("\x02\x00\x00\x00\x00\x64")
 
 // fuzzBed is an engine on a link.Endpoint whose other end is drained (the
 // guest is the fuzzer, calling takeFrame itself), with a host listener on
@@ -45,6 +58,7 @@ type fuzzBed struct {
 	wg   sync.WaitGroup
 	mu   sync.Mutex
 	open map[net.Conn]struct{}
+	fwds connSet // the forwarded connections (fuzzForward)
 }
 
 func newFuzzBed(tb testing.TB) *fuzzBed {
@@ -149,9 +163,40 @@ func (fb *fuzzBed) serve(ln *net.TCPListener) {
 	}
 }
 
+// openForward opens a forwarded connection to the guest's port 4000 whose
+// host side is a connection to the bed's listener (fuzzForward).
+func (fb *fuzzBed) openForward(tb testing.TB, v6 bool) {
+	src, guest, ln := fastGW4, netip.AddrPortFrom(fastGuest4, 4000), fb.lns[0]
+	if v6 {
+		src, guest, ln = fastGW6, netip.AddrPortFrom(fastGuest6, 4000), fb.lns[1]
+	}
+	sched, err := fb.eng.tcp.relay()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := fb.eng.fast.newActive(src, guest, fuzzGuestMAC)
+	if c == nil {
+		tb.Fatal("no source port free")
+	}
+	hc, err := net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	fd, err := detachFD(hc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c.start(fd, sched, &fb.fwds)
+}
+
 // offer repairs (fuzzFix) and offers one frame to the fast path, as the
-// link's reader would, then flushes.
-func (fb *fuzzBed) offer(frame []byte, flags byte, split int) {
+// link's reader would, then flushes; a fuzzForward record opens a
+// forwarded connection instead.
+func (fb *fuzzBed) offer(tb testing.TB, frame []byte, flags byte, split int) {
+	if flags&fuzzForward != 0 {
+		fb.openForward(tb, len(frame) == 1 && frame[0] == 6)
+		return
+	}
 	f := fb.eng.fast
 	pinToGateway(frame, fb.port)
 	if flags&fuzzFix != 0 {
@@ -196,19 +241,23 @@ func pinToGateway(frame []byte, port uint16) {
 	copy(frame[ethLen+24:ethLen+40], gw[:])
 }
 
-// fix points the frame at the listener, makes its ACK number relative to
-// the connection's initial sequence number, and sets its checksums.
+// fix points a frame from a forwarded connection's guest port at that
+// connection (pinToGateway pointed every frame at the listener), makes its
+// ACK number relative to the connection's initial sequence number, and
+// sets its checksums.
 func (fb *fuzzBed) fix(frame []byte) {
 	s, ok := parseTCPFrame(frame, len(frame))
 	if !ok {
 		return
 	}
 	th := header.TCP(frame[s.tcpOff:])
-	if th.DestinationPort() == fuzzPort {
-		th.SetDestinationPort(fb.port)
-		s.id.LocalPort = fb.port
-	}
 	f := fb.eng.fast
+	if c := fb.forwardFrom(s.id); c != nil {
+		// pinToGateway pointed it at the listener: a forward's
+		// connection has a port of its own.
+		th.SetDestinationPort(c.tpl.id.LocalPort)
+		s.id.LocalPort = c.tpl.id.LocalPort
+	}
 	f.mu.Lock()
 	c := f.conns[s.id]
 	f.mu.Unlock()
@@ -226,6 +275,20 @@ func (fb *fuzzBed) fix(frame []byte) {
 	th.SetChecksum(0)
 	sum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, s.id.RemoteAddress, s.id.LocalAddress, uint16(s.end-s.tcpOff))
 	th.SetChecksum(^checksum.Checksum(frame[s.tcpOff:s.end], sum))
+}
+
+// forwardFrom returns a forwarded connection to the guest's end of id,
+// if one exists.
+func (fb *fuzzBed) forwardFrom(id stack.TransportEndpointID) *fastConn {
+	f := fb.eng.fast
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for cid, c := range f.conns {
+		if c.owner != nil && cid.RemoteAddress == id.RemoteAddress && cid.RemotePort == id.RemotePort && cid.LocalAddress == id.LocalAddress {
+			return c
+		}
+	}
+	return nil
 }
 
 // reset ends every fast-path connection, so that each input starts
@@ -288,6 +351,32 @@ func fuzzSeeds() [][]byte {
 			fuzzRecords(fuzzFix|fuzzValidated, syn, hs, data, rst),
 			fuzzRecords(fuzzFix, syn, rst, hs),
 		)
+		// Forwarded connections: the guest answers our SYN (sequence
+		// numbers from 5000; ACK numbers relative to our ISN).
+		fwd := fuzzRecords(fuzzForward, nil)
+		if v6 {
+			fwd = fuzzRecords(fuzzForward, []byte{6})
+		}
+		synack := seg(func(c *tcpFrameOpts) {
+			c.seq, c.ack, c.flags = 5000, 1, header.TCPFlagSyn|header.TCPFlagAck
+			c.opts = []byte{header.TCPOptionMSS, 4, 0x05, 0xb4, header.TCPOptionNOP, header.TCPOptionWS, 3, 7, header.TCPOptionNOP, header.TCPOptionNOP, header.TCPOptionSACKPermitted, 2}
+		})
+		bare := seg(func(c *tcpFrameOpts) { c.seq, c.ack, c.flags = 5000, 1, header.TCPFlagSyn | header.TCPFlagAck })
+		refused := seg(func(c *tcpFrameOpts) { c.seq, c.ack, c.flags = 0, 1, header.TCPFlagRst | header.TCPFlagAck })
+		badAck := seg(func(c *tcpFrameOpts) { c.seq, c.ack, c.flags = 5000, 77, header.TCPFlagSyn | header.TCPFlagAck })
+		fdata := ack(5001, 1, 1024, header.TCPFlagPsh, []byte("hello"))
+		facked := ack(5006, 1461, 1024, 0, nil)
+		ffin := ack(5006, 1461, 1024, header.TCPFlagFin, nil)
+		frst := seg(func(c *tcpFrameOpts) { c.seq, c.flags = 5006, header.TCPFlagRst })
+		join := func(recs ...[]byte) []byte { return bytes.Join(recs, nil) }
+		seeds = append(seeds,
+			join(fwd, fuzzRecords(fuzzFix, synack)),
+			join(fwd, fuzzRecords(fuzzFix, synack, fdata, facked, ffin)),
+			join(fwd, fuzzRecords(fuzzFix, bare, fdata, frst)),
+			join(fwd, fuzzRecords(fuzzFix, refused)),
+			join(fwd, fuzzRecords(fuzzFix, badAck, synack, synack, fdata)),
+			join(fwd, fuzzRecords(fuzzFix|fuzzValidated, synack, syn, fdata, ffin)),
+		)
 	}
 	return seeds
 }
@@ -310,7 +399,7 @@ func FuzzTCPFastFrames(f *testing.F) {
 			l := min(int(binary.BigEndian.Uint16(in[1:3])), len(in)-3)
 			frame := append([]byte(nil), in[3:3+l]...)
 			in = in[3+l:]
-			fb.offer(frame, flags, int(split))
+			fb.offer(t, frame, flags, int(split))
 		}
 		for _, c := range (&fpBed{eng: fb.eng}).conns() {
 			if a := addrOf(c.tpl.id.LocalAddress); a != fastGW4 && a != fastGW6 {
@@ -329,11 +418,11 @@ func TestTCPFastFramesSeeds(t *testing.T) {
 		in := s
 		for len(in) >= 3 {
 			l := int(binary.BigEndian.Uint16(in[1:3]))
-			fb.offer(append([]byte(nil), in[3:3+l]...), in[0], 4096)
+			fb.offer(t, append([]byte(nil), in[3:3+l]...), in[0], 4096)
 			in = in[3+l:]
 		}
 		if i%6 == 0 && fb.eng.fast.count() != 1 {
-			t.Errorf("seed %d: %d fast-path connections after a SYN, want 1", i, fb.eng.fast.count())
+			t.Errorf("seed %d: %d fast-path connections after a SYN or a forward's SYN-ACK, want 1", i, fb.eng.fast.count())
 		}
 		fb.reset()
 		if n := fb.eng.fast.count(); n != 0 {

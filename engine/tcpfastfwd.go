@@ -56,6 +56,13 @@ func (f *tcpFast) connectGuest(hc rawSocket, src netip.Addr, guest netip.AddrPor
 		f.remove(c)
 		return true
 	}
+	c.start(fd, sched, set)
+	return true
+}
+
+// start has c, registered by newActive, relay the host socket fd: it joins
+// the poller and set, and sends the SYN.
+func (c *fastConn) start(fd int, sched *relaySched, set *connSet) {
 	c.mu.Lock()
 	c.fd, c.sched = fd, sched
 	c.owner = set
@@ -63,7 +70,7 @@ func (f *tcpFast) connectGuest(hc rawSocket, src netip.Addr, guest netip.AddrPor
 		c.sched = nil
 		c.finish(true)
 		c.mu.Unlock()
-		return true
+		return
 	}
 	c.sendSYN()
 	c.restartTimer()
@@ -71,7 +78,7 @@ func (f *tcpFast) connectGuest(hc rawSocket, src netip.Addr, guest netip.AddrPor
 	// connSet.add closes c itself, under its lock, when the set is
 	// closed: finish must then not call back into the set (inSet).
 	if !set.add(c) {
-		return true
+		return
 	}
 	c.mu.Lock()
 	c.inSet = c.state != fcDone
@@ -80,7 +87,6 @@ func (f *tcpFast) connectGuest(hc rawSocket, src netip.Addr, guest netip.AddrPor
 	if done {
 		set.remove(c) // it ended before it was counted
 	}
-	return true
 }
 
 // neighbor is the link address gVisor's neighbour table has for the guest

@@ -33,21 +33,54 @@ func (b *fpBed) learnGuest(t *testing.T) {
 	}
 }
 
-// forward adds TCP forward id to the guest's port and returns the host
-// address to connect to.
+// forward adds TCP forward id to the guest's port (on its default
+// address) and returns the host address to connect to.
 func (b *fpBed) forward(t *testing.T, id int, port uint16) netip.AddrPort {
 	t.Helper()
+	return b.forwardTo(t, proto.Forward{ID: id, GuestPort: int(port)})
+}
+
+// forwardTo adds TCP forward fwd and returns the host address to connect
+// to.
+func (b *fpBed) forwardTo(t *testing.T, fwd proto.Forward) netip.AddrPort {
+	t.Helper()
 	f, hostAddr := hostTCPListener(t)
-	if err := b.eng.AddForward(proto.Forward{ID: id, Proto: "tcp", GuestPort: int(port)}, f); err != nil {
+	fwd.Proto = "tcp"
+	if err := b.eng.AddForward(fwd, f); err != nil {
 		t.Fatalf("AddForward: %v", err)
 	}
 	return hostAddr
 }
 
-// guestListen listens on the guest's port.
+// learnGuest6 has the guest send a datagram to the gateway's IPv6 address
+// (to the host's discard port on ::1), which makes it resolve the gateway.
+func (b *fpBed) learnGuest6(t *testing.T) {
+	t.Helper()
+	gw6 := b.eng.Plan().Gateway6
+	uc, err := gonet.DialUDP(b.guest, nil, &tcpip.FullAddress{NIC: 1, Addr: tcpAddr(gw6), Port: 9}, header.IPv6ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	if _, err := uc.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the engine to know the guest's IPv6 link address", func() bool {
+		_, ok := b.eng.fast.neighbor(b.eng.Plan().Guest6)
+		return ok
+	})
+}
+
+// guestListen listens on the guest's IPv4 address, port port.
 func (b *fpBed) guestListen(t *testing.T, port uint16) *gonet.TCPListener {
 	t.Helper()
-	ln, err := gonet.ListenTCP(b.guest, tcpip.FullAddress{NIC: 1, Addr: tcpAddr(b.eng.Plan().Guest), Port: port}, header.IPv4ProtocolNumber)
+	return b.guestListenOn(t, netip.AddrPortFrom(b.eng.Plan().Guest, port))
+}
+
+// guestListenOn listens on the guest's address a.
+func (b *fpBed) guestListenOn(t *testing.T, a netip.AddrPort) *gonet.TCPListener {
+	t.Helper()
+	ln, err := gonet.ListenTCP(b.guest, tcpip.FullAddress{NIC: 1, Addr: tcpAddr(a.Addr()), Port: a.Port()}, protoOf(a.Addr()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,6 +157,29 @@ func TestTCPFastForward(t *testing.T) {
 			b.checkFastOnly(t)
 		})
 	}
+}
+
+// TestTCPFastForwardIPv6: a forward to the guest's IPv6 address takes the
+// fast path too; the guest sees the connection come from the gateway.
+func TestTCPFastForwardIPv6(t *testing.T) {
+	noLeaks(t)
+	b := newFPBed(t)
+	b.learnGuest6(t)
+	plan := b.eng.Plan()
+	ln := b.guestListenOn(t, netip.AddrPortFrom(plan.Guest6, 8084))
+	hostAddr := b.forwardTo(t, proto.Forward{ID: 1, GuestAddr: plan.Guest6.String(), GuestPort: 8084})
+	gc, hc := forwarded(t, hostAddr, ln)
+	if c := b.only(t); !inspect(c, func(c *fastConn) bool { return c.tpl.v6 }) {
+		t.Fatal("the fast-path connection is not IPv6")
+	}
+	if got := gc.RemoteAddr().(*net.TCPAddr).AddrPort().Addr(); got != plan.Gateway6 {
+		t.Errorf("the guest sees the connection from %s, want %s", got, plan.Gateway6)
+	}
+	exchange(t, gc, hc, 1<<20)
+	gc.Close()
+	hc.Close()
+	b.waitGone(t)
+	b.checkFastOnly(t)
 }
 
 // TestTCPFastForwardBeforeNeighbor: while the engine does not know the
