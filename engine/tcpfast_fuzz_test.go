@@ -361,9 +361,9 @@ func fuzzSeeds() [][]byte {
 			c.seq, c.ack, c.flags = 5000, 1, header.TCPFlagSyn|header.TCPFlagAck
 			c.opts = []byte{header.TCPOptionMSS, 4, 0x05, 0xb4, header.TCPOptionNOP, header.TCPOptionWS, 3, 7, header.TCPOptionNOP, header.TCPOptionNOP, header.TCPOptionSACKPermitted, 2}
 		})
-		bare := seg(func(c *tcpFrameOpts) { c.seq, c.ack, c.flags = 5000, 1, header.TCPFlagSyn | header.TCPFlagAck })
-		refused := seg(func(c *tcpFrameOpts) { c.seq, c.ack, c.flags = 0, 1, header.TCPFlagRst | header.TCPFlagAck })
-		badAck := seg(func(c *tcpFrameOpts) { c.seq, c.ack, c.flags = 5000, 77, header.TCPFlagSyn | header.TCPFlagAck })
+		bare := seg(func(c *tcpFrameOpts) { c.seq, c.ack, c.flags = 5000, 1, header.TCPFlagSyn|header.TCPFlagAck })
+		refused := seg(func(c *tcpFrameOpts) { c.seq, c.ack, c.flags = 0, 1, header.TCPFlagRst|header.TCPFlagAck })
+		badAck := seg(func(c *tcpFrameOpts) { c.seq, c.ack, c.flags = 5000, 77, header.TCPFlagSyn|header.TCPFlagAck })
 		fdata := ack(5001, 1, 1024, header.TCPFlagPsh, []byte("hello"))
 		facked := ack(5006, 1461, 1024, 0, nil)
 		ffin := ack(5006, 1461, 1024, header.TCPFlagFin, nil)
