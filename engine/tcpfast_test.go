@@ -412,10 +412,7 @@ func TestTCPFastTransfer(t *testing.T) {
 				t.Error("the shim dropped nothing")
 			}
 			t.Logf("dropped %d frames", b.shim.dropped.Load())
-			gc.Close()
-			hc.Close()
-			b.waitGone(t)
-			b.checkFastOnly(t)
+			b.closeBoth(t, gc, hc)
 		})
 	}
 }
@@ -638,6 +635,13 @@ func (b *fpBed) endTransfer(t *testing.T, errc <-chan error, what string, gc, hc
 	if err := <-errc; err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
+	b.closeBoth(t, gc, hc)
+}
+
+// closeBoth closes the guest's and the host's ends of a connection and
+// checks that it ended, on the fast path alone.
+func (b *fpBed) closeBoth(t testing.TB, gc, hc io.Closer) {
+	t.Helper()
 	gc.Close()
 	hc.Close()
 	b.waitGone(t)

@@ -88,6 +88,17 @@ func (b *fpBed) guestListenOn(t *testing.T, a netip.AddrPort) *gonet.TCPListener
 	return ln
 }
 
+// newFwdBed is a bed whose engine knows the guest, with forward id to the
+// guest's port, where the guest listens: the bed, the guest's listener and
+// the host address to connect to.
+func newFwdBed(t *testing.T, id int, port uint16) (*fpBed, *gonet.TCPListener, netip.AddrPort) {
+	t.Helper()
+	noLeaks(t)
+	b := newFPBed(t)
+	b.learnGuest(t)
+	return b, b.guestListen(t, port), b.forward(t, id, port)
+}
+
 // forwarded connects a host client to hostAddr and accepts the
 // connection on the guest's listener ln; both ends have deadlines.
 func forwarded(t *testing.T, hostAddr netip.AddrPort, ln *gonet.TCPListener) (guest *gonet.TCPConn, host *net.TCPConn) {
@@ -136,11 +147,7 @@ func TestTCPFastForward(t *testing.T) {
 		{name: "drops to engine", toEngine: 499},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			noLeaks(t)
-			b := newFPBed(t)
-			b.learnGuest(t)
-			ln := b.guestListen(t, 8080)
-			hostAddr := b.forward(t, 1, 8080)
+			b, ln, hostAddr := newFwdBed(t, 1, 8080)
 			b.shim.dropToGuest.Store(tc.toGuest)
 			b.shim.dropToEngine.Store(tc.toEngine)
 			gc, hc := forwarded(t, hostAddr, ln)
@@ -151,10 +158,7 @@ func TestTCPFastForward(t *testing.T) {
 			if (tc.toGuest > 0 || tc.toEngine > 0) && b.shim.dropped.Load() == 0 {
 				t.Error("the shim dropped nothing")
 			}
-			gc.Close()
-			hc.Close()
-			b.waitGone(t)
-			b.checkFastOnly(t)
+			b.closeBoth(t, gc, hc)
 		})
 	}
 }
@@ -176,10 +180,7 @@ func TestTCPFastForwardIPv6(t *testing.T) {
 		t.Errorf("the guest sees the connection from %s, want %s", got, plan.Gateway6)
 	}
 	exchange(t, gc, hc, 1<<20)
-	gc.Close()
-	hc.Close()
-	b.waitGone(t)
-	b.checkFastOnly(t)
+	b.closeBoth(t, gc, hc)
 }
 
 // TestTCPFastForwardBeforeNeighbor: while the engine does not know the
@@ -208,11 +209,7 @@ func TestTCPFastForwardBeforeNeighbor(t *testing.T) {
 // TestTCPFastForwardSYNLost: our SYN to the guest is sent again after a
 // timeout.
 func TestTCPFastForwardSYNLost(t *testing.T) {
-	noLeaks(t)
-	b := newFPBed(t)
-	b.learnGuest(t)
-	ln := b.guestListen(t, 8082)
-	hostAddr := b.forward(t, 1, 8082)
+	b, ln, hostAddr := newFwdBed(t, 1, 8082)
 	b.shim.synsToGuest.Store(1)
 	gc, hc := forwarded(t, hostAddr, ln)
 	if d := b.shim.dropped.Load(); d != 1 {
@@ -245,11 +242,7 @@ func TestTCPFastForwardRefused(t *testing.T) {
 // TestTCPFastForwardRemove: removing the forward resets its fast-path
 // connections on both sides before RemoveForward returns.
 func TestTCPFastForwardRemove(t *testing.T) {
-	noLeaks(t)
-	b := newFPBed(t)
-	b.learnGuest(t)
-	ln := b.guestListen(t, 8083)
-	hostAddr := b.forward(t, 5, 8083)
+	b, ln, hostAddr := newFwdBed(t, 5, 8083)
 	gc, hc := forwarded(t, hostAddr, ln)
 	b.only(t)
 	if err := b.eng.RemoveForward(5); err != nil {
