@@ -49,10 +49,11 @@ import (
 // It handles only what gVisor's forwarder would have handed to tcpNAT: a
 // SYN from a guest address that no gVisor endpoint (a listener of the
 // engine's services) claims, passing the checks of the guard and the
-// checksums. Everything else (forwarded connections, which gVisor opens
-// towards the guest, segments of unknown connections, malformed frames)
-// goes to gVisor as before, so its resets and counters stay as they were.
-// SYN handling, limits and the host dial are tcpNAT's (acquire, dial).
+// checksums, and the connections of port forwards, which it opens towards
+// the guest itself (tcpfastfwd.go). Everything else (segments of unknown
+// connections, malformed frames) goes to gVisor as before, so its resets
+// and counters stay as they were. SYN handling, limits and the host dial
+// are tcpNAT's (acquire, dial).
 
 // TCPFastPathEnv set to "0" in slirp4netns's environment turns the fast
 // path off (WithoutTCPFastPath): a diagnostic switch, for comparisons and
@@ -1052,7 +1053,7 @@ func (q *byteQueue) put() {
 func (c *fastConn) hostEvent(events uint32) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.state != fcOpen && c.state != fcSynRcvd && c.state != fcSynSent {
+	if c.state == fcDialing || c.state == fcDone {
 		return
 	}
 	if events&unix.EPOLLERR != 0 {
@@ -1124,23 +1125,22 @@ func (c *fastConn) expired() {
 	}
 	c.timerOn = false
 	switch c.state {
-	case fcSynRcvd:
+	case fcSynRcvd, fcSynSent:
 		c.retries++
 		if c.retries > fastSynRetries {
-			c.finish(true)
+			// The guest never completed the handshake: the host socket
+			// is reset, or for a forward's connection (the guest did
+			// not answer our SYN) closed, as gVisor's failed connect
+			// closed it.
+			c.finish(c.state == fcSynRcvd)
 			return
 		}
 		c.rto = min(2*c.rto, fastMaxRTO)
-		c.sendSYNACK()
-		c.restartTimer()
-	case fcSynSent:
-		c.retries++
-		if c.retries > fastSynRetries {
-			c.finish(false) // the guest is silent: the host sees a close
-			return
+		if c.state == fcSynRcvd {
+			c.sendSYNACK()
+		} else {
+			c.sendSYN()
 		}
-		c.rto = min(2*c.rto, fastMaxRTO)
-		c.sendSYN()
 		c.restartTimer()
 	case fcOpen:
 		c.retransmit()
