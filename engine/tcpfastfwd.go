@@ -3,6 +3,7 @@ package engine
 import (
 	"math/rand/v2"
 	"net/netip"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -22,6 +23,8 @@ import (
 // stayed at one or two segments, and each cost a full trip through
 // gVisor. The fast path sends what the guest has room for as one GSO
 // frame, as it does for connections the guest opened (~10 Gbit/s there).
+// The guest's link address comes from gVisor's neighbour table, resolved
+// first if need be.
 
 // fastFwdPorts is the range our source ports towards the guest come from
 // (Linux's default ephemeral range); fastFwdPortTries bounds the search
@@ -32,13 +35,17 @@ const (
 	fastFwdPortTries = 16
 )
 
+// fastResolveWait bounds the wait for the guest's link address (gVisor
+// reports a failure itself after its probes, ~3 s).
+const fastResolveWait = 5 * time.Second
+
 // connectGuest takes over the forwarded host connection hc: it opens a
 // fast-path connection from src to guest and relays hc to it. It returns
 // false, leaving hc alone, when the fast path cannot: the guest's link
-// address is not known yet (gVisor then resolves it; later connections
-// find it) or no source port is free.
+// address cannot be resolved, or no source port is free. It may wait for
+// the guest's link address (the forward's goroutine runs it).
 func (f *tcpFast) connectGuest(hc rawSocket, src netip.Addr, guest netip.AddrPort, set *connSet) bool {
-	mac, ok := f.neighbor(guest.Addr())
+	mac, ok := f.resolve(guest.Addr())
 	if !ok {
 		return false
 	}
@@ -87,6 +94,32 @@ func (c *fastConn) start(fd int, sched *relaySched, set *connSet) {
 	if done {
 		set.remove(c) // it ended before it was counted
 	}
+}
+
+// resolve returns the link address of the guest address a: from gVisor's
+// neighbour table, or else once gVisor has resolved it (an ARP request or
+// a neighbour solicitation, as its own connect would send); false when it
+// cannot be resolved.
+func (f *tcpFast) resolve(a netip.Addr) (tcpip.LinkAddress, bool) {
+	if mac, ok := f.neighbor(a); ok {
+		return mac, true
+	}
+	ch := make(chan stack.LinkResolutionResult, 1)
+	err := f.e.stack.GetLinkAddress(nicID, tcpAddr(a), tcpip.Address{}, protoOf(a), func(r stack.LinkResolutionResult) { ch <- r })
+	switch err.(type) {
+	case nil, *tcpip.ErrWouldBlock:
+	default:
+		return "", false
+	}
+	t := time.NewTimer(fastResolveWait)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		return r.LinkAddress, r.Err == nil && r.LinkAddress != ""
+	case <-t.C:
+	case <-f.e.ctx.Done():
+	}
+	return "", false
 }
 
 // neighbor is the link address gVisor's neighbour table has for the guest
