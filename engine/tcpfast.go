@@ -68,6 +68,8 @@ const (
 	// fastRcvWS is the window scale announced (when the guest offers
 	// scaling): 512 KiB needs a shift of 4.
 	fastRcvWS = 4
+	// fastSynWnd is the window of our SYN and SYN-ACK (never scaled).
+	fastSynWnd = min(fastRcvCap, 0xffff)
 	// fastAckBytes: after this much unacknowledged guest data an ACK goes
 	// out at once, not when the link runs dry, so that a sender with a
 	// large window is not held up.
@@ -354,7 +356,7 @@ func newFastConn(f *tcpFast, s *tcpSeg, opts header.TCPSynOptions, guestMAC tcpi
 		partial: f.partial,
 	}
 	c.sndUna, c.sndNxt, c.sndMax = c.iss, c.iss+1, c.iss+1
-	c.mss = max(min(int(opts.MSS), f.mtu-c.tpl.ipLen()-header.TCPMinimumSize), 64)
+	c.mss = c.peerMSS(opts)
 	c.sackOK = opts.SACKPermitted
 	if opts.WS >= 0 {
 		c.sndWS, c.rcvWS = uint8(min(opts.WS, header.MaxWndScale)), fastRcvWS
@@ -406,7 +408,7 @@ func (c *fastConn) dialed(fd int, err error) {
 // synOpts are the SYN-ACK's options: MSS, the window scale when the
 // guest offered scaling, SACK permitted when it offered SACK.
 func (c *fastConn) synOpts(b *[12]byte) []byte {
-	mss := c.f.mtu - c.tpl.ipLen() - header.TCPMinimumSize
+	mss := c.maxMSS()
 	b[0], b[1], b[2], b[3] = header.TCPOptionMSS, header.TCPOptionMSSLength, byte(mss>>8), byte(mss)
 	n := 4
 	if c.rcvWS != 0 {
@@ -444,7 +446,7 @@ func (c *fastConn) sackOpts(b *[40]byte) []byte {
 
 func (c *fastConn) sendSYNACK() {
 	var ob [12]byte
-	wnd := uint32(min(fastRcvCap, 0xffff))
+	wnd := uint32(fastSynWnd)
 	c.rcvEdge = c.rcvNxt + wnd
 	c.send(&segOut{
 		flags: header.TCPFlagSyn | header.TCPFlagAck,

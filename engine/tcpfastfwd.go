@@ -181,10 +181,16 @@ func (f *tcpFast) newActive(src netip.Addr, guest netip.AddrPort, mac tcpip.Link
 // maxMSS is the largest segment the link's MTU allows.
 func (c *fastConn) maxMSS() int { return c.f.mtu - c.tpl.ipLen() - header.TCPMinimumSize }
 
+// peerMSS is the segment size to send with: the guest's MSS option (536
+// without one) within what the MTU allows, and no less than 64.
+func (c *fastConn) peerMSS(opts header.TCPSynOptions) int {
+	return max(min(int(opts.MSS), c.maxMSS()), 64)
+}
+
 // sendSYN sends our SYN, offering window scaling and SACK.
 func (c *fastConn) sendSYN() {
 	var ob [12]byte
-	c.send(&segOut{flags: header.TCPFlagSyn, seq: c.iss, wnd: uint16(min(fastRcvCap, 0xffff)), opts: c.synOpts(&ob)})
+	c.send(&segOut{flags: header.TCPFlagSyn, seq: c.iss, wnd: fastSynWnd, opts: c.synOpts(&ob)})
 }
 
 // synSent handles a guest segment in fcSynSent: the SYN-ACK opens the
@@ -208,8 +214,8 @@ func (c *fastConn) synSent(s *tcpSeg, fr link.Frame) {
 	head := fr.Segs[0]
 	opts := header.ParseSynOptions(head[s.tcpOff+header.TCPMinimumSize:s.dataOff], true)
 	c.irs, c.rcvNxt = s.seq, s.seq+1
-	c.rcvEdge = c.rcvNxt + uint32(min(fastRcvCap, 0xffff)) // our SYN's window
-	c.mss = max(min(int(opts.MSS), c.maxMSS()), 64)
+	c.rcvEdge = c.rcvNxt + fastSynWnd // our SYN's window
+	c.mss = c.peerMSS(opts)
 	if opts.WS >= 0 {
 		c.sndWS = uint8(min(opts.WS, header.MaxWndScale))
 	} else {

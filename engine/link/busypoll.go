@@ -26,8 +26,9 @@ type BusyPoller interface {
 // request to a loopback server is answered 20-50 us after our write:
 // polling 100 us catches the answer and the guest's next request without a
 // sleep. Measured (scripts/netab rr, interleaved, docs/benchmarks.md):
-// p50 133-191 -> 68-87 us against C's 122-156, engine CPU per round trip
-// +15 %; 20 us caught nothing (more CPU, same p50), 50 us most.
+// p50 118 -> 65 us against C's 97, and 165 -> 80 against 150 at another
+// load, engine CPU per round trip +10-15 %; windows of 20 us caught nothing
+// (more CPU, same p50), 50 us about half, 200 us no more than 100.
 const DefaultBusyPoll = 100 * time.Microsecond
 
 // Bounds of busy polling: after busyPollMisses windows in a row that
