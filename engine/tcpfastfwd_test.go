@@ -138,14 +138,7 @@ func forwarded(t *testing.T, hostAddr netip.AddrPort, ln *gonet.TCPListener) (gu
 // the guest, carries data both ways (with frames lost either way) on the
 // fast path alone, and ends with both sides' FINs.
 func TestTCPFastForward(t *testing.T) {
-	for _, tc := range []struct {
-		name              string
-		toGuest, toEngine int64
-	}{
-		{name: "clean"},
-		{name: "drops to guest", toGuest: 37},
-		{name: "drops to engine", toEngine: 499},
-	} {
+	for _, tc := range fpDrops {
 		t.Run(tc.name, func(t *testing.T) {
 			b, ln, hostAddr := newFwdBed(t, 1, 8080)
 			b.shim.dropToGuest.Store(tc.toGuest)
