@@ -99,39 +99,48 @@ func newFwdBed(t *testing.T, id int, port uint16) (*fpBed, *gonet.TCPListener, n
 	return b, b.guestListen(t, port), b.forward(t, id, port)
 }
 
+// acceptOne starts accepting one connection on the guest's listener ln;
+// awaitAccept waits for it.
+func acceptOne(ln *gonet.TCPListener) <-chan net.Conn {
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		ch <- c // nil after an error
+	}()
+	return ch
+}
+
+// awaitAccept returns the guest's end of a connection acceptOne accepted,
+// with a deadline that bounds the test, and closes it when the test ends.
+func awaitAccept(t *testing.T, ch <-chan net.Conn) *gonet.TCPConn {
+	t.Helper()
+	select {
+	case c := <-ch:
+		if c == nil {
+			t.Fatal("guest accept failed")
+		}
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		t.Cleanup(func() { c.Close() })
+		return c.(*gonet.TCPConn)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the guest accepted nothing")
+		return nil
+	}
+}
+
 // forwarded connects a host client to hostAddr and accepts the
-// connection on the guest's listener ln; both ends have deadlines.
+// connection on the guest's listener ln; both ends have deadlines and are
+// closed when the test ends.
 func forwarded(t *testing.T, hostAddr netip.AddrPort, ln *gonet.TCPListener) (guest *gonet.TCPConn, host *net.TCPConn) {
 	t.Helper()
-	type accepted struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan accepted, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- accepted{c, err}
-	}()
+	ch := acceptOne(ln)
 	hc, err := net.DialTimeout("tcp", hostAddr.String(), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var a accepted
-	select {
-	case a = <-ch:
-	case <-time.After(10 * time.Second):
-		hc.Close()
-		t.Fatal("the guest accepted nothing")
-	}
-	if a.err != nil {
-		hc.Close()
-		t.Fatalf("guest accept: %v", a.err)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	a.c.SetDeadline(deadline)
-	hc.SetDeadline(deadline)
-	t.Cleanup(func() { a.c.Close(); hc.Close() })
-	return a.c.(*gonet.TCPConn), hc.(*net.TCPConn)
+	t.Cleanup(func() { hc.Close() })
+	hc.SetDeadline(time.Now().Add(20 * time.Second))
+	return awaitAccept(t, ch), hc.(*net.TCPConn)
 }
 
 // TestTCPFastForward: a forwarded connection, opened by the engine towards
@@ -245,4 +254,25 @@ func TestTCPFastForwardRemove(t *testing.T) {
 		t.Errorf("the guest side read %v, want a reset", err)
 	}
 	b.checkFastOnly(t)
+}
+
+// TestTCPFastForwardRealClient: the guest sees a forwarded connection
+// from the host client's own address when that is routable (as through
+// gVisor: policy.ForwardSource), and its answers to that address reach
+// the fast path.
+func TestTCPFastForwardRealClient(t *testing.T) {
+	b, ln, _ := newFwdBed(t, 7, 8085)
+	fw := b.eng.forwards[7]
+	host, ours := tcpPair(t)
+	client := netip.MustParseAddrPort("192.0.2.7:4321") // TEST-NET-1: frames stay in the bed
+	ch := acceptOne(ln)
+	fw.goFunc(func() { fw.connectTCP(addrConn{TCPConn: host, remote: net.TCPAddrFromAddrPort(client)}) })
+	gc := awaitAccept(t, ch)
+	ours.SetDeadline(time.Now().Add(20 * time.Second))
+	if got := gc.RemoteAddr().(*net.TCPAddr).AddrPort().Addr(); got != client.Addr() {
+		t.Errorf("the guest sees %s, want the client's %s", got, client.Addr())
+	}
+	b.only(t)
+	exchange(t, gc, ours, 256<<10)
+	b.closeBoth(t, gc, ours)
 }
