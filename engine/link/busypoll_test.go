@@ -96,7 +96,7 @@ func (d *pollingTaker) waitEvents(n int) []string {
 // TestBusyPoll: with Options.BusyPoll, a reader that ran dry after taken
 // frames polls the taker's sources and the link before it sleeps: a frame
 // that arrives meanwhile (here, sent by the first poll) is read in that
-// window, and each run of frames taken ends in another window. Without
+// window. Without
 // BusyPoll, after frames the taker declined, or when the taker does not
 // want a window, nothing is polled: the next frame's events follow the
 // flush directly.
@@ -108,15 +108,19 @@ func TestBusyPoll(t *testing.T) {
 		first  byte // marker of the first frame
 		noWant bool // the taker's WantBusyPoll says no
 		want   []string
+		// then: polls may follow want (a second window of a run opens
+		// only within busyPollMaxRun of the first: a slow machine may
+		// take longer to get there).
+		then bool
 	}{
 		{"polls after taken frames", 50 * time.Millisecond, 1, false,
-			[]string{"take 1", "flush", "poll", "take 3", "flush", "poll"}},
+			[]string{"take 1", "flush", "poll", "take 3", "flush"}, true},
 		{"off", 0, 1, false,
-			[]string{"take 1", "flush", "take 3", "flush"}},
+			[]string{"take 1", "flush", "take 3", "flush"}, false},
 		{"not after declined frames", 50 * time.Millisecond, 2, false,
-			[]string{"offer 2", "deliver 2", "take 3", "flush", "poll"}},
+			[]string{"offer 2", "deliver 2", "take 3", "flush", "poll"}, false},
 		{"not unless the taker wants it", 50 * time.Millisecond, 1, true,
-			[]string{"take 1", "flush", "take 3", "flush"}},
+			[]string{"take 1", "flush", "take 3", "flush"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := newPairEnv(t, link.Options{BusyPoll: tc.window})
@@ -135,7 +139,11 @@ func TestBusyPoll(t *testing.T) {
 			got := d.waitEvents(len(tc.want))
 			env.ep.Attach(nil)
 			env.ep.Wait()
-			if got = d.snapshot(); !slices.Equal(got, tc.want) {
+			got = d.snapshot()
+			if tc.then && len(got) == len(tc.want)+1 && got[len(got)-1] == "poll" {
+				got = got[:len(tc.want)]
+			}
+			if !slices.Equal(got, tc.want) {
 				t.Fatalf("events %q, want %q", got, tc.want)
 			}
 		})
