@@ -212,9 +212,14 @@ func (f *forward) serveTCP(ln net.Listener) {
 // connectTCP connects one host connection into the guest and hands the
 // pair to the relay.
 func (f *forward) connectTCP(c net.Conn) {
+	tc, ok := c.(rawSocket)
+	if !ok { // a TCP listener's connections always are
+		c.Close()
+		return
+	}
 	client := addrPortOf(c.RemoteAddr())
 	src := policy.ForwardSource(f.e.plan, client.Addr(), f.guest.Addr())
-	if tc, ok := c.(rawSocket); ok && f.e.fast != nil && f.e.fast.connectGuest(tc, src, f.guest, &f.conns) {
+	if f.e.fast != nil && f.e.fast.connectGuest(tc, src, f.guest, &f.conns) {
 		return
 	}
 	sched, err := f.e.tcp.relay()
@@ -227,12 +232,6 @@ func (f *forward) connectTCP(c net.Conn) {
 	cancel()
 	if err != nil {
 		c.Close()
-		return
-	}
-	tc, ok := c.(rawSocket)
-	if !ok {
-		c.Close()
-		ep.Abort()
 		return
 	}
 	fd, err := detachFD(tc)

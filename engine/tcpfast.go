@@ -337,31 +337,38 @@ type oooSeg struct {
 }
 
 func newFastConn(f *tcpFast, s *tcpSeg, opts header.TCPSynOptions, guestMAC tcpip.LinkAddress) *fastConn {
-	c := &fastConn{
-		f:      f,
-		hold:   byteQueue{pool: &holdBufs},
-		sbuf:   byteQueue{pool: &copyBufs},
-		slot:   true,
-		fd:     -1,
-		irs:    s.seq,
-		rcvNxt: s.seq + 1,
-		iss:    rand.Uint32(),
-		rto:    fastSynRTO,
-	}
-	c.tpl = tcpTemplate{
-		id:      s.id,
-		v6:      s.netProto == header.IPv6ProtocolNumber,
-		src:     f.mac,
-		dst:     guestMAC,
-		partial: f.partial,
-	}
-	c.sndUna, c.sndNxt, c.sndMax = c.iss, c.iss+1, c.iss+1
+	c := f.newConn(s.id, s.netProto, guestMAC)
+	c.slot = true
+	c.irs, c.rcvNxt = s.seq, s.seq+1
 	c.mss = c.peerMSS(opts)
 	c.sackOK = opts.SACKPermitted
 	if opts.WS >= 0 {
 		c.sndWS, c.rcvWS = uint8(min(opts.WS, header.MaxWndScale)), fastRcvWS
 	}
 	c.sndWnd = uint32(s.wnd) // not scaled in a SYN
+	return c
+}
+
+// newConn is what a connection of either direction starts with: its
+// buffers (empty until used), no host socket, our initial sequence number,
+// and the frame template of id towards the guest's link address.
+func (f *tcpFast) newConn(id stack.TransportEndpointID, netProto tcpip.NetworkProtocolNumber, guestMAC tcpip.LinkAddress) *fastConn {
+	c := &fastConn{
+		f:    f,
+		hold: byteQueue{pool: &holdBufs},
+		sbuf: byteQueue{pool: &copyBufs},
+		fd:   -1,
+		iss:  rand.Uint32(),
+		rto:  fastSynRTO,
+	}
+	c.tpl = tcpTemplate{
+		id:      id,
+		v6:      netProto == header.IPv6ProtocolNumber,
+		src:     f.mac,
+		dst:     guestMAC,
+		partial: f.partial,
+	}
+	c.sndUna, c.sndNxt, c.sndMax = c.iss, c.iss+1, c.iss+1
 	return c
 }
 

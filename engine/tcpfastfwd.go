@@ -158,19 +158,9 @@ func (f *tcpFast) newActive(src netip.Addr, guest netip.AddrPort, mac tcpip.Link
 		if f.conns[id] != nil || f.e.stack.FindTransportEndpoint(netProto, tcp.ProtocolNumber, id, nicID) != nil {
 			continue
 		}
-		c := &fastConn{
-			f:      f,
-			state:  fcSynSent,
-			hold:   byteQueue{pool: &holdBufs},
-			sbuf:   byteQueue{pool: &copyBufs},
-			fd:     -1,
-			iss:    rand.Uint32(),
-			rto:    fastSynRTO,
-			rcvWS:  fastRcvWS, // offered; dropped if the guest does not
-			sackOK: true,      // likewise
-		}
-		c.tpl = tcpTemplate{id: id, v6: netProto == header.IPv6ProtocolNumber, src: f.mac, dst: mac, partial: f.partial}
-		c.sndUna, c.sndNxt, c.sndMax = c.iss, c.iss+1, c.iss+1
+		c := f.newConn(id, netProto, mac)
+		c.state = fcSynSent
+		c.rcvWS, c.sackOK = fastRcvWS, true // offered; dropped if the guest does not
 		c.mss = c.maxMSS()
 		f.conns[id] = c
 		return c
