@@ -25,8 +25,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
-	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/slirp4netns-go/slirp4netns/engine/link"
 	"github.com/slirp4netns-go/slirp4netns/engine/link/linktest"
@@ -238,34 +236,18 @@ func (b *fpBed) close() {
 }
 
 // dial connects from the guest to the listener (through 10.0.2.2) and
-// returns the connection with its gVisor endpoint.
+// returns the connection with its gVisor endpoint. The guest's connect is
+// the one the engine makes for a forward through gVisor (dialGuestTCP),
+// from the guest's address.
 func (b *fpBed) dial(t testing.TB, port uint16) (*gonet.TCPConn, tcpip.Endpoint, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var wq waiter.Queue
-	ep, terr := b.guest.NewEndpoint(tcp.ProtocolNumber, header.IPv4ProtocolNumber, &wq)
-	if terr != nil {
-		t.Fatalf("guest endpoint: %s", terr)
+	ep, wq, err := dialGuestTCP(ctx, b.guest, b.eng.Plan().Guest, netip.AddrPortFrom(fastGW4, port))
+	if err != nil {
+		return nil, nil, err
 	}
-	we, ch := waiter.NewChannelEntry(waiter.WritableEvents)
-	wq.EventRegister(&we)
-	defer wq.EventUnregister(&we)
-	terr = ep.Connect(tcpip.FullAddress{NIC: 1, Addr: tcpAddr(fastGW4), Port: port})
-	if _, ok := terr.(*tcpip.ErrConnectStarted); ok {
-		select {
-		case <-ctx.Done():
-			ep.Close()
-			return nil, nil, ctx.Err()
-		case <-ch:
-		}
-		terr = ep.LastError()
-	}
-	if terr != nil {
-		ep.Close()
-		return nil, nil, fmt.Errorf("connect: %s", terr)
-	}
-	return gonet.NewTCPConn(&wq, ep), ep, nil
+	return gonet.NewTCPConn(wq, ep), ep, nil
 }
 
 // connect dials and accepts: the guest's and the host's ends of one
